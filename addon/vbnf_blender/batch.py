@@ -1,0 +1,195 @@
+"""Headless VBNF commands, for scripts, render farms and CI.
+
+With the bpy module::
+
+    python addon/vbnf_blender/batch.py capture SCENE.blend -o DATASET_DIR [--views N] ...
+
+Under a Blender binary (the scene is already loaded, so SCENE.blend is optional)::
+
+    blender -b SCENE.blend --python addon/vbnf_blender/batch.py -- capture -o DATASET_DIR ...
+
+Each command is one argparse sub-parser whose ``run`` default is the function that carries it
+out, so a new command (``bake``) is one more ``_add_*_command`` call and one function. User
+errors end with a one-line message and exit code 1, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+# Run as a script, this file's package is not importable until addon/ is on the path.
+ADDON_DIR = Path(__file__).resolve().parents[1]
+if str(ADDON_DIR) not in sys.path:
+    sys.path.insert(0, str(ADDON_DIR))
+
+import bpy  # noqa: E402
+
+from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
+from vbnf_blender.engine import VbnfError  # noqa: E402
+
+PROGRESS_BAR_CHARS = 30
+
+
+class UsageError(Exception):
+    """A bad command line or input file, reported in one line like a ``VbnfError``."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports errors by raising, so they exit with 1 and one line like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batch.py", description="Headless VBNF commands.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_capture_command(commands)
+    return parser
+
+
+def _add_capture_command(commands: argparse._SubParsersAction) -> None:
+    defaults = CaptureSettings()
+    command = commands.add_parser(
+        "capture",
+        help="render RGB-D training views of a scene into a dataset folder",
+        description="Render RGB-D training views of a scene with Cycles into a dataset folder.",
+    )
+    command.add_argument(
+        "scene", nargs="?", type=Path, help=".blend file (optional under blender -b FILE)"
+    )
+    command.add_argument("-o", "--output", required=True, type=Path, help="dataset folder")
+    command.add_argument("--views", type=int, default=defaults.train_views, help="training views")
+    command.add_argument("--test-views", type=int, default=defaults.test_views)
+    command.add_argument(
+        "--resolution", type=int, default=defaults.resolution_px, help="image side in pixels"
+    )
+    command.add_argument("--samples", type=int, default=defaults.samples, help="Cycles samples")
+    command.add_argument("--seed", type=int, default=defaults.seed, help="Cycles noise seed")
+    command.add_argument("--no-denoise", action="store_true", help="skip Cycles denoising")
+    command.add_argument(
+        "--hemisphere", action="store_true", help="cameras only above the target's centre"
+    )
+    command.add_argument(
+        "--selection",
+        nargs="*",
+        metavar="OBJECT",
+        help="capture only these objects (others are hidden from render meanwhile)",
+    )
+    command.set_defaults(run=run_capture)
+
+
+def run_capture(args: argparse.Namespace) -> None:
+    scene = _load_scene(args.scene)
+    objects = None if args.selection is None else _find_objects(scene, args.selection)
+    settings = CaptureSettings(
+        train_views=args.views,
+        test_views=args.test_views,
+        resolution_px=args.resolution,
+        samples=args.samples,
+        denoise=not args.no_denoise,
+        seed=args.seed,
+        hemisphere=args.hemisphere,
+    )
+    started = time.monotonic()
+    with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
+        out_dir = capture_dataset(scene, args.output, settings, objects, progress=show_progress)
+    print(
+        f"dataset written to {out_dir} ({settings.train_views} train + {settings.test_views} "
+        f"test views, {time.monotonic() - started:.1f} s)"
+    )
+
+
+def _load_scene(blend_path: Path | None) -> bpy.types.Scene:
+    """Open the given .blend, or use the one Blender already loaded from its command line."""
+    if blend_path is None:
+        if not bpy.data.filepath:
+            raise UsageError("no .blend file given and none loaded")
+        return bpy.context.scene
+    if not blend_path.is_file():
+        raise UsageError(f"{blend_path}: no such .blend file")
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend_path.resolve()))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise UsageError(f"{blend_path}: cannot open ({reason})") from error
+    return bpy.context.scene
+
+
+def _find_objects(scene: bpy.types.Scene, names: list[str]) -> list[bpy.types.Object]:
+    if not names:
+        raise UsageError("--selection needs at least one object name")
+    missing = [name for name in names if name not in scene.objects]
+    if missing:
+        raise UsageError(f"no object named {', '.join(missing)} in scene '{scene.name}'")
+    return [scene.objects[name] for name in names]
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[TextIO]:
+    """Send Blender's per-render log lines away; yields the terminal for the progress bar.
+
+    Blender's C code writes to file descriptor 1 directly, so ``sys.stdout`` redirection would
+    not catch it. The progress bar goes to stderr, which stays as it is.
+    """
+    sys.stdout.flush()
+    saved_stdout = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield sys.stderr
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved_stdout, 1)
+        os.close(saved_stdout)
+
+
+class _ProgressLine:
+    """A ``\\r`` progress bar on one terminal line, ended with a newline however the run ends."""
+
+    def __init__(self, terminal: TextIO) -> None:
+        self._terminal = terminal
+        self._line_open = False
+
+    def __enter__(self) -> _ProgressLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._line_open:
+            self._terminal.write("\n")
+            self._terminal.flush()
+
+    def __call__(self, progress: CaptureProgress) -> None:
+        filled = round(PROGRESS_BAR_CHARS * progress.fraction)
+        bar = "#" * filled + "-" * (PROGRESS_BAR_CHARS - filled)
+        done = f"{progress.views_done}/{progress.total_views}"
+        self._terminal.write(f"\rcapture [{bar}] {done} {progress.file_path}")
+        self._terminal.flush()
+        self._line_open = True
+
+
+def command_line_args(argv: list[str]) -> list[str]:
+    """The arguments meant for this script: after ``--`` under Blender, else after its name."""
+    return argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(command_line_args(sys.argv) if argv is None else argv)
+        args.run(args)
+    except (UsageError, VbnfError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,517 @@
+"""Render RGB-D training views of a Blender scene with Cycles into a VBNF dataset folder.
+
+The capture borrows the user's scene: it adds a temporary camera and compositor node group,
+overrides the render, Cycles and colour-management settings it depends on and, for a capture of
+selected objects, hides the other objects from render. Everything is put back, also when a render
+fails or the capture is cancelled, because users run this on scenes they are still working on.
+
+RGBA and depth both come out of the compositor through File Output nodes: in Blender 5.0 that is
+the route that writes the Depth pass (a multilayer EXR from ``render(write_still=True)`` drops
+it), and it leaves ``render.filepath`` and ``render.image_settings`` untouched. Cycles' Depth pass
+is planar depth along the camera's -Z axis, the convention ``core.dataset`` stores, so it is
+written unchanged (tests/test_capture.py checks this against the mesh surface).
+
+``CaptureJob`` renders one view per ``step()`` so a modal operator can keep Blender responsive
+and cancel between views; ``capture_dataset`` drives it to the end for headless use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from . import cameras
+from .engine import VbnfError, dataset
+
+GEOMETRY_TYPES = frozenset(
+    {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
+)
+# Kept visible when capturing a selection, so the selected objects stay lit as in the scene.
+LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
+SPLIT_NAMES = ("train", "test")
+TEMPORARY_NAME = "VBNF Capture"
+
+
+class CaptureError(VbnfError):
+    """The capture cannot run or did not produce its files; the message says what to fix."""
+
+
+class CaptureCancelled(CaptureError):
+    """The capture was stopped before its last view; no transforms files were written."""
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What to render. Defaults trade quality for about a minute per 100 views on a laptop CPU.
+
+    ``resolution_px`` is the side of the square images; ``fov_deg`` the camera's field of view.
+    ``hemisphere`` keeps cameras above the target's centre, for objects standing on a floor.
+    """
+
+    train_views: int = 100
+    test_views: int = 10
+    resolution_px: int = 256
+    samples: int = 32
+    denoise: bool = True
+    seed: int = 0
+    hemisphere: bool = False
+    fov_deg: float = 40.0
+
+    def validate(self) -> None:
+        """Reject values Cycles or the dataset format cannot use, naming the setting."""
+        checks = {
+            "train_views": self.train_views >= 1,
+            "test_views": self.test_views >= 1,
+            "resolution_px": 4 <= self.resolution_px <= 8192,
+            "samples": self.samples >= 1,
+            "seed": 0 <= self.seed < 2**31,
+            "fov_deg": 1.0 <= self.fov_deg <= 170.0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise CaptureError(f"capture setting {name}={getattr(self, name)} is out of range")
+
+
+@dataclass(frozen=True)
+class CaptureProgress:
+    """Reported after each rendered view."""
+
+    views_done: int
+    total_views: int
+    file_path: str  # the view just written, relative to the dataset folder, without extension
+
+    @property
+    def fraction(self) -> float:
+        return self.views_done / self.total_views
+
+
+@dataclass(frozen=True)
+class _View:
+    split: str
+    frame: dataset.FrameRecord
+
+
+class _SettingsPatch:
+    """Changes bpy properties and puts the original values back.
+
+    All originals are read before anything is changed, and restored in the order they were
+    set: some properties constrain others (a look belongs to a view transform), so setting one
+    can silently reset another, and restoring the constraining one first keeps both right.
+    """
+
+    def __init__(self) -> None:
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def apply(self, changes: Sequence[tuple[Any, str, Any]]) -> None:
+        self._originals.extend((owner, name, getattr(owner, name)) for owner, name, _ in changes)
+        for owner, name, value in changes:
+            setattr(owner, name, value)
+
+    def restore(self) -> list[str]:
+        """Put every original back; returns what could not be restored instead of stopping."""
+        failures = []
+        for owner, name, value in self._originals:
+            try:
+                setattr(owner, name, value)
+            except (AttributeError, ReferenceError, TypeError, ValueError) as error:
+                failures.append(f"{name} ({error})")
+        self._originals.clear()
+        return failures
+
+
+class CaptureJob:
+    """One capture, rendered a view at a time: ``with CaptureJob(...) as job: job.step()``.
+
+    Entering checks the inputs and the output folder before touching the scene, then sets the
+    scene up; leaving restores it whatever happened. The transforms files are written by the
+    step that renders the last view, so a folder holding them is always a complete dataset.
+    """
+
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        out_dir: str | Path,
+        settings: CaptureSettings | None = None,
+        objects: Iterable[bpy.types.Object] | None = None,
+    ) -> None:
+        self.scene = scene
+        self.out_dir = Path(out_dir).expanduser().resolve()
+        self.settings = settings or CaptureSettings()
+        self.settings.validate()
+        self._selection = None if objects is None else list(objects)
+        self._view_layer = _render_view_layer(scene)
+        self._views: list[_View] = []
+        self._done: list[_View] = []
+        self._intrinsics: dataset.Intrinsics | None = None
+        self._patch = _SettingsPatch()
+        self._camera: bpy.types.Object | None = None
+        self._tree: bpy.types.NodeTree | None = None
+        self._staging: Path | None = None
+        self._had_render_result = False
+
+    @property
+    def total_views(self) -> int:
+        return self.settings.train_views + self.settings.test_views
+
+    @property
+    def views_done(self) -> int:
+        return len(self._done)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._views) and len(self._done) == len(self._views)
+
+    def __enter__(self) -> CaptureJob:
+        targets = _target_objects(self.scene, self._view_layer, self._selection)
+        sphere = _bounding_sphere(self._view_layer, targets)
+        plan = cameras.plan_views(
+            sphere,
+            train_views=self.settings.train_views,
+            test_views=self.settings.test_views,
+            hemisphere=self.settings.hemisphere,
+            fov_deg=self.settings.fov_deg,
+        )
+        self._staging = _prepare_output(self.out_dir)
+        try:
+            self._set_up_scene(plan, targets)
+        except BaseException:
+            self._tear_down()
+            raise
+        self._views = _plan_frames(plan)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        failures = self._tear_down()
+        if failures and exc is None:
+            raise CaptureError("could not restore scene settings: " + ", ".join(failures))
+
+    def step(self) -> CaptureProgress:
+        """Render the next view into the dataset folder; after the last, write the transforms."""
+        if self._camera is None or self._staging is None:
+            raise RuntimeError("CaptureJob.step() called outside its 'with' block")
+        if self.finished:
+            raise RuntimeError("CaptureJob.step() called after the last view")
+        view = self._views[len(self._done)]
+        self._camera.matrix_world = Matrix(view.frame.camera_to_world.tolist())
+        result = bpy.ops.render.render(scene=self.scene.name, layer=self._view_layer.name)
+        if "FINISHED" not in result:
+            raise CaptureError(f"Cycles did not finish rendering {view.frame.file_path}")
+        _collect_outputs(self._staging, self.out_dir, view.frame)
+        self._done.append(view)
+        if self.finished:
+            self._write_transforms()
+        return CaptureProgress(len(self._done), len(self._views), view.frame.file_path)
+
+    def _set_up_scene(self, plan: cameras.ViewPlan, targets: list[bpy.types.Object]) -> None:
+        assert self._staging is not None
+        self._had_render_result = any(i.type == "RENDER_RESULT" for i in bpy.data.images)
+        # The Render Layers node has a Depth socket only while the pass is on.
+        self._patch.apply([(self._view_layer, "use_pass_z", True)])
+        self._camera = _add_camera(self.scene, plan)
+        self._tree = _add_compositor(self.scene, self._view_layer, self._staging)
+        changes = _render_overrides(self.scene, self.settings, self._camera, self._tree)
+        if self._selection is not None:
+            changes.extend(_hide_others(self.scene, targets))
+        self._patch.apply(changes)
+        self._intrinsics = _intrinsics(self.scene, self._camera.data)
+
+    def _tear_down(self) -> list[str]:
+        """Undo the set-up in reverse; each part runs even if an earlier one failed."""
+        failures = self._patch.restore()
+        if self._camera is not None:
+            camera_data = self._camera.data
+            bpy.data.objects.remove(self._camera, do_unlink=True)
+            bpy.data.cameras.remove(camera_data)
+            self._camera = None
+        if self._tree is not None:
+            bpy.data.node_groups.remove(self._tree)
+            self._tree = None
+        if not self._had_render_result:
+            for image in [i for i in bpy.data.images if i.type == "RENDER_RESULT"]:
+                bpy.data.images.remove(image)
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        return failures
+
+    def _write_transforms(self) -> None:
+        assert self._intrinsics is not None
+        for split in SPLIT_NAMES:
+            frames = [view.frame for view in self._done if view.split == split]
+            dataset.write_transforms(
+                self.out_dir / f"transforms_{split}.json", self._intrinsics, frames
+            )
+
+
+def capture_dataset(
+    scene: bpy.types.Scene,
+    out_dir: str | Path,
+    settings: CaptureSettings | None = None,
+    objects: Iterable[bpy.types.Object] | None = None,
+    progress: Callable[[CaptureProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """Render a whole dataset in one call (headless use); returns the dataset folder.
+
+    Raises ``CaptureCancelled`` when ``should_cancel`` returns true before a view.
+    """
+    with CaptureJob(scene, out_dir, settings, objects) as job:
+        while not job.finished:
+            if should_cancel is not None and should_cancel():
+                raise CaptureCancelled(f"capture cancelled after {job.views_done} views")
+            report = job.step()
+            if progress is not None:
+                progress(report)
+    return job.out_dir
+
+
+def _render_view_layer(scene: bpy.types.Scene) -> bpy.types.ViewLayer:
+    """The view layer a render of ``scene`` shows: the window's for the active scene."""
+    if bpy.context.scene == scene and bpy.context.view_layer is not None:
+        return bpy.context.view_layer
+    return scene.view_layers[0]
+
+
+def _renders(obj: bpy.types.Object, view_layer: bpy.types.ViewLayer) -> bool:
+    """Whether a render of the view layer shows the object (collection exclusion included)."""
+    in_layer = obj.name in view_layer.objects and view_layer.objects[obj.name] == obj
+    return (
+        in_layer
+        and not obj.hide_render
+        and any(not c.hide_render for c in obj.users_collection)
+    )
+
+
+def _has_geometry(obj: bpy.types.Object) -> bool:
+    instances_collection = obj.instance_type == "COLLECTION" and obj.instance_collection
+    return obj.type in GEOMETRY_TYPES or bool(instances_collection)
+
+
+def _target_objects(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    selection: list[bpy.types.Object] | None,
+) -> list[bpy.types.Object]:
+    """The rendered objects with geometry to frame: the selection's, or the whole scene's."""
+    if selection is None:
+        targets = [o for o in view_layer.objects if _has_geometry(o) and _renders(o, view_layer)]
+        if not targets:
+            raise CaptureError(f"scene '{scene.name}' has no rendered objects with geometry")
+        return targets
+    outside = [o.name for o in selection if scene.objects.get(o.name) != o]
+    if outside:
+        raise CaptureError(f"not in scene '{scene.name}': {', '.join(outside)}")
+    targets = [o for o in selection if _has_geometry(o) and _renders(o, view_layer)]
+    if not targets:
+        named = ", ".join(o.name for o in selection) or "nothing selected"
+        raise CaptureError(f"no selected object has geometry that renders ({named})")
+    return targets
+
+
+def _bounding_sphere(
+    view_layer: bpy.types.ViewLayer, targets: list[bpy.types.Object]
+) -> cameras.BoundingSphere:
+    """Bound the evaluated geometry (modifiers, instances) of the targets in world space."""
+    depsgraph = view_layer.depsgraph
+    depsgraph.update()
+    owners = {t.name for t in targets}
+    seen: set[str] = set()
+    local_points: dict[str, np.ndarray] = {}  # per evaluated object, shared by its instances
+    parts: list[cameras.LocalPoints] = []
+    for instance in depsgraph.object_instances:
+        owner = (instance.parent if instance.is_instance else instance.object).original
+        evaluated = instance.object
+        if owner.name not in owners or evaluated.type not in GEOMETRY_TYPES:
+            continue
+        seen.add(owner.name)
+        if evaluated.name not in local_points:
+            local_points[evaluated.name] = _local_points(evaluated)
+        parts.append((local_points[evaluated.name], np.array(instance.matrix_world)))
+    # Objects hidden in the viewport are missing from the viewport depsgraph but still render.
+    for target in targets:
+        if target.name not in seen and target.type in GEOMETRY_TYPES:
+            parts.append((_box_corners(target), np.array(target.matrix_world)))
+    try:
+        return cameras.bounding_sphere(parts)
+    except ValueError as error:
+        raise CaptureError(f"cannot frame {', '.join(sorted(owners))}: {error}") from error
+
+
+def _local_points(obj: bpy.types.Object) -> np.ndarray:
+    """Mesh vertices (a tight bound) or, for other geometry, the bounding-box corners."""
+    if obj.type != "MESH":
+        return _box_corners(obj)
+    mesh = obj.data
+    coordinates = np.empty(3 * len(mesh.vertices), dtype=np.float64)
+    mesh.vertices.foreach_get("co", coordinates)
+    return coordinates.reshape(-1, 3)
+
+
+def _box_corners(obj: bpy.types.Object) -> np.ndarray:
+    return np.array([tuple(corner) for corner in obj.bound_box], dtype=np.float64)
+
+
+def _prepare_output(out_dir: Path) -> Path:
+    """Make the folder, drop transforms of an earlier capture, return a fresh staging folder.
+
+    Deleting old transforms first means an interrupted re-capture into the same folder cannot
+    pass for a complete dataset that mixes old and new images.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for split in SPLIT_NAMES:
+            (out_dir / f"transforms_{split}.json").unlink(missing_ok=True)
+        for split in SPLIT_NAMES:
+            (out_dir / split).mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".capture-", dir=out_dir))
+    except OSError as error:
+        raise CaptureError(f"cannot write the dataset here ({error.strerror})", out_dir) from error
+
+
+def _add_camera(scene: bpy.types.Scene, plan: cameras.ViewPlan) -> bpy.types.Object:
+    data = bpy.data.cameras.new(TEMPORARY_NAME)
+    data.type = "PERSP"
+    data.sensor_fit = "AUTO"
+    data.lens_unit = "FOV"
+    data.angle = plan.fov_rad
+    data.clip_start = plan.clip_start_m
+    data.clip_end = plan.clip_end_m
+    camera = bpy.data.objects.new(TEMPORARY_NAME, data)
+    scene.collection.objects.link(camera)
+    return camera
+
+
+def _add_compositor(
+    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, staging: Path
+) -> bpy.types.NodeTree:
+    """Render Layers -> one File Output node for RGBA PNG, one for single-channel float EXR."""
+    tree = bpy.data.node_groups.new(TEMPORARY_NAME, "CompositorNodeTree")
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    layers.scene = scene  # type: ignore[attr-defined]
+    layers.layer = view_layer.name  # type: ignore[attr-defined]
+    outputs = {
+        "Image": ("rgba", "PNG", "8", "RGBA", "RGBA"),
+        "Depth": ("depth", "OPEN_EXR", "32", "BW", "FLOAT"),
+    }
+    for socket, (name, file_format, depth, mode, item_type) in outputs.items():
+        node: Any = tree.nodes.new("CompositorNodeOutputFile")
+        node.directory = str(staging / name)
+        node.file_name = name
+        node.save_as_render = True  # apply the view transform, as a rendered still would
+        node.format.media_type = "IMAGE"
+        node.format.file_format = file_format
+        node.format.color_depth = depth
+        node.format.color_mode = mode
+        node.file_output_items.new(item_type, name)
+        tree.links.new(layers.outputs[socket], node.inputs[0])
+    return tree
+
+
+def _render_overrides(
+    scene: bpy.types.Scene,
+    settings: CaptureSettings,
+    camera: bpy.types.Object,
+    tree: bpy.types.NodeTree,
+) -> list[tuple[Any, str, Any]]:
+    """Every setting the dataset's correctness or speed depends on, with the value it needs."""
+    render = scene.render
+    cycles: Any = scene.cycles  # type: ignore[attr-defined]  # registered by the Cycles add-on
+    view = scene.view_settings
+    return [
+        (scene, "camera", camera),
+        (scene, "compositing_node_group", tree),
+        (render, "engine", "CYCLES"),
+        (render, "resolution_x", settings.resolution_px),
+        (render, "resolution_y", settings.resolution_px),
+        (render, "resolution_percentage", 100),
+        (render, "pixel_aspect_x", 1.0),
+        (render, "pixel_aspect_y", 1.0),
+        (render, "use_border", False),
+        (render, "use_multiview", False),
+        (render, "use_motion_blur", False),
+        (render, "film_transparent", True),
+        (render, "use_compositing", True),
+        (render, "use_sequencer", False),
+        (render, "use_persistent_data", True),  # keep the BVH between views: only the camera moves
+        (cycles, "device", "CPU"),
+        (cycles, "samples", settings.samples),
+        (cycles, "time_limit", 0.0),
+        (cycles, "use_denoising", settings.denoise),
+        (cycles, "denoiser", "OPENIMAGEDENOISE"),
+        (cycles, "seed", settings.seed),
+        (cycles, "use_animated_seed", False),
+        (scene.display_settings, "display_device", "sRGB"),
+        (view, "view_transform", "Standard"),
+        (view, "look", "None"),
+        (view, "exposure", 0.0),
+        (view, "gamma", 1.0),
+        (view, "use_curve_mapping", False),
+        (view, "use_white_balance", False),
+    ]
+
+
+def _hide_others(
+    scene: bpy.types.Scene, targets: list[bpy.types.Object]
+) -> list[tuple[Any, str, Any]]:
+    keep = {t.name for t in targets}
+    return [
+        (obj, "hide_render", True)
+        for obj in scene.objects
+        if obj.name not in keep and obj.type not in LIGHTING_TYPES and not obj.hide_render
+    ]
+
+
+def _intrinsics(scene: bpy.types.Scene, camera: Any) -> dataset.Intrinsics:
+    render = scene.render
+    scale = render.resolution_percentage / 100.0
+    return cameras.blender_intrinsics(
+        resolution_x_px=round(render.resolution_x * scale),
+        resolution_y_px=round(render.resolution_y * scale),
+        lens_mm=camera.lens,
+        sensor_width_mm=camera.sensor_width,
+        sensor_height_mm=camera.sensor_height,
+        sensor_fit=camera.sensor_fit,
+        shift_x=camera.shift_x,
+        shift_y=camera.shift_y,
+        pixel_aspect_x=render.pixel_aspect_x,
+        pixel_aspect_y=render.pixel_aspect_y,
+    )
+
+
+def _plan_frames(plan: cameras.ViewPlan) -> list[_View]:
+    """Name each view ``<split>/r_<index>`` with ``<split>/r_<index>_depth.exr`` beside it."""
+    views = []
+    for split, poses in zip(SPLIT_NAMES, (plan.train_poses, plan.test_poses), strict=True):
+        digits = max(3, len(str(len(poses) - 1)))
+        for index, pose in enumerate(poses):
+            stem = f"{split}/r_{index:0{digits}d}"
+            views.append(_View(split, dataset.FrameRecord(stem, f"{stem}_depth.exr", pose)))
+    return views
+
+
+def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:
+    """Move the File Output nodes' files to their dataset names.
+
+    The nodes compose their own file names (and append frame numbers in some modes); looking
+    for the single file each wrote into its own empty folder does not depend on that scheme.
+    """
+    destinations = {"rgba": out_dir / f"{frame.file_path}.png", "depth": out_dir / frame.depth_file_path}
+    for name, destination in destinations.items():
+        written = sorted((staging / name).glob("*"))
+        if len(written) != 1:
+            raise CaptureError(f"Blender wrote {len(written)} {name} files for {frame.file_path}")
+        written[0].replace(destination)

@@ -1,0 +1,53 @@
+"""Command-line dispatch: one module in ``core/commands`` per subcommand.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``info`` and ``cut`` need numpy alone and
+``train`` pays for importing torch only when asked for. User errors (:class:`VbnfError`) end
+the process with a one-line message and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+from .errors import TrainingCancelled, VbnfError
+
+COMMANDS = ("train", "eval", "export", "info", "cut", "synth", "report")
+
+EXIT_USER_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"{__package__}.commands.{name}")
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="VBNF: compressed, streamable neural radiance fields."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((arg for arg in argv if arg in COMMANDS), None)
+    for name in COMMANDS:
+        if chosen is None or name == chosen:
+            module = _load(name)
+            module.add_arguments(subparsers.add_parser(name, help=module.HELP))
+        else:  # listed in --help without importing its dependencies
+            subparsers.add_parser(name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(_load(args.command).run(args))
+    except TrainingCancelled as cancelled:
+        print(f"cancelled: {cancelled}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except VbnfError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR

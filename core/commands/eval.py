@@ -1,0 +1,47 @@
+"""``python -m core eval SOURCE DATA_DIR``: PSNR and SSIM per level of detail.
+
+SOURCE is a training folder (its checkpoint is rendered) or a ``.vbnf`` asset, in which case
+the score is that of the shipped bytes, at every level the file holds (a cut or truncated file
+scores the levels it has).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..dataset import load_split
+from ..evaluate import evaluate_levels
+from ..field import RadianceField
+from ..vbnf import read_asset
+
+HELP = "render a split at every level and report PSNR and SSIM"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="training output folder or .vbnf asset")
+    parser.add_argument("data_dir", type=Path, help="dataset folder")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--renders", type=Path, help="write the renders as PNGs here")
+
+
+def load_field(source: Path) -> RadianceField:
+    if source.is_file():
+        return RadianceField.from_field_data(read_asset(source).field)
+    return load_checkpoint(source).field
+
+
+def run(args: argparse.Namespace) -> int:
+    field = load_field(args.source)
+    field.eval()
+    scores = evaluate_levels(field, load_split(args.data_dir, args.split), args.renders)
+    if args.json:
+        print(json.dumps({"levels": [score.to_dict() for score in scores]}, indent=2))
+    else:
+        print(f"{'level':>5} {'PSNR':>8} {'SSIM':>7}")
+        for score in scores:
+            print(f"{score.level:>5} {score.psnr:8.2f} {score.ssim:7.4f}")
+    return 0

@@ -1,0 +1,144 @@
+"""``python -m core train DATA_DIR -o OUT_DIR``: train a field, write checkpoint, asset, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..dataset import atomic_write_bytes, load_split
+from ..errors import VbnfError
+from ..evaluate import constant_colour_psnr, evaluate_levels
+from ..field import FieldConfig, RadianceField
+from ..progress import ProgressReporter
+from ..trainer import TrainOptions, prepare_run
+from ..vbnf import asset_info, read_asset, write_asset
+
+HELP = "train a VQ-AD (or uncompressed) radiance field from an RGB-D dataset"
+ASSET_NAME = "asset.vbnf"
+METRICS_NAME = "metrics.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults, field_defaults = TrainOptions(), FieldConfig()
+    parser.add_argument("data_dir", type=Path, help="dataset folder (transforms_*.json)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--bitwidth",
+        type=int,
+        default=field_defaults.bitwidth,
+        help="bits per codebook index, 1..8 (default %(default)s)",
+    )
+    store.add_argument(
+        "--uncompressed",
+        action="store_true",
+        help="train the uncompressed grid (NGLOD-NeRF baseline)",
+    )
+    parser.add_argument(
+        "--hashed",
+        action="store_true",
+        help="random fixed indices instead of learned ones (hash baseline)",
+    )
+    parser.add_argument("--feature-dim", type=int, default=field_defaults.feature_dim)
+    parser.add_argument("--min-level", type=int, default=field_defaults.min_level)
+    parser.add_argument("--max-level", type=int, default=field_defaults.max_level)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-rays", type=int, default=defaults.batch_rays)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument(
+        "--dilation",
+        type=int,
+        default=defaults.dilation,
+        help="grow the finest octree level by this many cells",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=defaults.checkpoint_interval_s,
+        help="seconds between checkpoints",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("none", "zlib", "zstd"),
+        default="none",
+        help="lossless compression of each level chunk in the asset",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR")
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="print one JSON object per line on stdout (for the Blender add-on)",
+    )
+
+
+def field_config(args: argparse.Namespace) -> FieldConfig:
+    if args.hashed and args.uncompressed:
+        raise VbnfError("--hashed and --uncompressed exclude each other")
+    store = "dense" if args.uncompressed else "hashed" if args.hashed else "codebook"
+    if store == "codebook" and not 1 <= args.bitwidth <= 8:
+        raise VbnfError(f"--bitwidth must be in 1..8, got {args.bitwidth}")
+    try:
+        return FieldConfig(args.min_level, args.max_level, args.feature_dim, store, args.bitwidth)
+    except ValueError as error:
+        raise VbnfError(str(error)) from error
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise VbnfError("--device cuda asked for, but torch sees no CUDA device")
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_rays=args.batch_rays,
+        lr=args.lr,
+        seed=args.seed,
+        dilation=args.dilation,
+        device=args.device,
+        checkpoint_interval_s=args.checkpoint_interval,
+    )
+    reporter = ProgressReporter(1, events=args.events)
+    try:
+        trainer = prepare_run(
+            args.data_dir, args.out, field_config(args), options, args.resume, reporter
+        )
+        reporter.stage("train", f"training {trainer.total_steps} steps")
+        state = trainer.run()
+        metrics = finish(trainer.field, args, reporter)
+    except VbnfError as error:
+        reporter.emit("error", message=str(error))
+        raise
+    metrics["train_seconds"] = round(state.elapsed_s, 2)
+    metrics["steps"] = state.step
+    metrics["options"] = asdict(trainer.options)
+    atomic_write_bytes(args.out / METRICS_NAME, json.dumps(metrics, indent=2).encode())
+    reporter.emit(
+        "done", out_dir=str(args.out), asset=str(args.out / ASSET_NAME), metrics=metrics["levels"]
+    )
+    return 0
+
+
+def finish(field: RadianceField, args: argparse.Namespace, reporter: ProgressReporter) -> dict:
+    """Write the asset, then score *its bytes* (not the float model) on the test split."""
+    reporter.stage("export", "writing the .vbnf asset")
+    asset_path = args.out / ASSET_NAME
+    write_asset(field.cpu().to_field_data(), asset_path, compression=args.compression)
+    reporter.stage("eval", "scoring the asset on the test views")
+    started = time.monotonic()
+    shipped = RadianceField.from_field_data(read_asset(asset_path).field)
+    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
+    scores = evaluate_levels(shipped, test)
+    for score in scores:
+        reporter.emit("level", **score.to_dict())
+    return {
+        "config": field.config.to_dict(),
+        "levels": [score.to_dict() for score in scores],
+        "constant_colour_psnr": constant_colour_psnr(train, test),
+        "eval_seconds": round(time.monotonic() - started, 2),
+        "asset": asset_info(asset_path),
+    }

@@ -1,0 +1,231 @@
+"""The multi-level radiance field (torch): octree lookup, summed level features, decoder MLP.
+
+Per sample and level the field finds the occupied cell holding the point, interpolates the
+features of its 8 corners trilinearly and adds the result to the levels before it (a sparse
+Laplacian pyramid, paper section 4.3). A level without a cell at the point adds zero (section
+7.1), so any point inside a coarsest-level cell can be evaluated at any level of detail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import (
+    CodebookFeatures,
+    DenseFeatures,
+    FeatureStore,
+    FrozenFeatures,
+    HashedFeatures,
+)
+from .field_data import VIEW_FREQUENCIES, FieldData, MLPWeights
+from .octree import CORNER_OFFSETS, SparseOctree
+
+TrainableStore = Literal["dense", "codebook", "hashed"]
+HIDDEN_DIM = 128
+VIEW_ENCODING_DIM = 3 + 6 * VIEW_FREQUENCIES
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Architecture choices that fix the parameter layout (stored in checkpoints)."""
+
+    min_level: int = 3
+    max_level: int = 6
+    feature_dim: int = 16
+    store: TrainableStore = "codebook"
+    bitwidth: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_level <= self.max_level <= 12:
+            raise ValueError(f"need 0 <= min_level <= max_level <= 12, got {self}")
+        if self.store != "dense" and not 1 <= self.bitwidth <= 16:
+            raise ValueError(f"bitwidth must be in 1..16, got {self.bitwidth}")
+        if not 1 <= self.feature_dim <= 256:
+            raise ValueError(f"feature_dim must be in 1..256, got {self.feature_dim}")
+
+    @property
+    def num_lods(self) -> int:
+        return self.max_level - self.min_level + 1
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def encode_view_directions(directions: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`core.field_data.encode_view_directions` (27 values per direction)."""
+    parts = [directions]
+    for frequency in range(VIEW_FREQUENCIES):
+        scaled = directions * (2.0**frequency)
+        parts += [torch.sin(scaled), torch.cos(scaled)]
+    return torch.cat(parts, dim=-1)
+
+
+class LevelIndex(nn.Module):
+    """Point -> (cell, trilinear weights, corner ids) for one octree level.
+
+    Cells are found by binary search over sorted linear keys ``(x * R + y) * R + z``; the key
+    order differs from Morton order, so ``key_to_cell`` maps back to the Morton cell index.
+    """
+
+    sorted_keys: torch.Tensor
+    key_to_cell: torch.Tensor
+    cell_corners: torch.Tensor
+
+    def __init__(self, octree: SparseOctree, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.resolution = 1 << level
+        keys = self._linear_keys(torch.from_numpy(octree.cells[level]))
+        order = torch.argsort(keys)
+        self.register_buffer("sorted_keys", keys[order], persistent=False)
+        self.register_buffer("key_to_cell", order, persistent=False)
+        corners = torch.from_numpy(octree.cell_corners(level))
+        self.register_buffer("cell_corners", corners, persistent=False)
+        self.num_corners = octree.num_corners(level)
+
+    def _linear_keys(self, cells: torch.Tensor) -> torch.Tensor:
+        return (cells[:, 0] * self.resolution + cells[:, 1]) * self.resolution + cells[:, 2]
+
+    def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell index per point (-1 where unallocated) and trilinear weights [N, 8]."""
+        scaled = (points + 1.0) * (0.5 * self.resolution)
+        cells = torch.clamp(torch.floor(scaled), 0, self.resolution - 1)
+        local = scaled - cells
+        keys = self._linear_keys(cells.long())
+        position = torch.searchsorted(self.sorted_keys, keys).clamp_(
+            max=self.sorted_keys.numel() - 1
+        )
+        found = self.sorted_keys[position] == keys
+        inside = ((points >= -1.0) & (points <= 1.0)).all(dim=-1)
+        cell = torch.where(found & inside, self.key_to_cell[position], -1)
+        offsets = torch.as_tensor(CORNER_OFFSETS, device=points.device, dtype=torch.bool)
+        weights = torch.where(offsets[None], local[:, None, :], 1.0 - local[:, None, :]).prod(-1)
+        return cell, weights
+
+
+def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values of ``ids`` (sorted) and ``ids`` renumbered into them, in O(num_rows)
+    with a mask instead of a sort (``torch.unique`` dominated CPU step time)."""
+    touched = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
+    touched[ids.reshape(-1)] = True
+    rows = torch.nonzero(touched).squeeze(1)
+    position = torch.empty(num_rows, dtype=torch.long, device=ids.device)
+    position[rows] = torch.arange(rows.numel(), device=ids.device)
+    return rows, position[ids]
+
+
+class RadianceField(nn.Module):
+    """Feature stores for levels ``min_level..max_level`` plus one shared decoder MLP."""
+
+    def __init__(
+        self,
+        octree: SparseOctree,
+        config: FieldConfig,
+        scale: float,
+        offset: np.ndarray,
+        stores: list[FeatureStore] | None = None,
+    ) -> None:
+        super().__init__()
+        if octree.max_level != config.max_level:
+            raise ValueError(f"octree depth {octree.max_level} != max_level {config.max_level}")
+        self.octree = octree
+        self.config = config
+        self.scale = float(scale)
+        self.offset = np.asarray(offset, dtype=np.float64)
+        levels = range(config.min_level, config.max_level + 1)
+        self.indexes = nn.ModuleList(LevelIndex(octree, level) for level in levels)
+        self.stores = nn.ModuleList(stores or [self._new_store(level) for level in levels])
+        self.decoder = nn.Sequential(
+            nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, HIDDEN_DIM),
+            nn.ReLU(),
+            nn.Linear(HIDDEN_DIM, 4),
+        )
+
+    def _new_store(self, level: int) -> FeatureStore:
+        num_corners, dim = self.octree.num_corners(level), self.config.feature_dim
+        if self.config.store == "dense":
+            return DenseFeatures(num_corners, dim)
+        if self.config.store == "codebook":
+            return CodebookFeatures(num_corners, dim, self.config.bitwidth)
+        return HashedFeatures(self.octree.corners(level), dim, self.config.bitwidth)
+
+    def features(self, points: torch.Tensor, lod: int) -> torch.Tensor:
+        """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels).
+
+        Per level only the corners this batch touches are asked for (``store(rows)``), so the
+        VQ-AD softmax runs on those rows alone. The 8-corner sum gathers with ``index_select``,
+        whose backward is an ``index_add`` (``embedding_bag``'s sorts, and was slower on the
+        CPU). Points in unallocated cells get zero weights, hence zero features.
+        """
+        total = points.new_zeros(points.shape[0], self.config.feature_dim)
+        for index, store in zip(self.indexes[: lod + 1], self.stores[: lod + 1], strict=True):
+            cell, weights = index.locate(points)
+            allocated = cell >= 0
+            corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
+            rows, local_ids = touched_rows(corner_ids, index.num_corners)
+            corner_features = store(rows).index_select(0, local_ids.reshape(-1))
+            corner_features = corner_features.view(*local_ids.shape, -1)
+            level_weights = (weights * allocated[:, None]).unsqueeze(-1)
+            total = total + (level_weights * corner_features).sum(dim=1)
+        return total
+
+    def forward(
+        self, points: torch.Tensor, directions: torch.Tensor, lod: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
+        inputs = torch.cat([self.features(points, lod), encode_view_directions(directions)], -1)
+        output = self.decoder(inputs)
+        return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(feature grid parameters, decoder parameters): the grid trains at 100x the lr."""
+        return list(self.stores.parameters()), list(self.decoder.parameters())
+
+    def to_field_data(self) -> FieldData:
+        hidden, output = self.decoder[0], self.decoder[2]
+        mlp = MLPWeights(
+            *(p.detach().float().cpu().numpy().copy() for p in (hidden.weight, hidden.bias)),
+            *(p.detach().float().cpu().numpy().copy() for p in (output.weight, output.bias)),
+        )
+        return FieldData(
+            octree=self.octree,
+            min_level=self.config.min_level,
+            feature_dim=self.config.feature_dim,
+            scale=self.scale,
+            offset=self.offset.copy(),
+            mlp=mlp,
+            levels=[
+                store.export(level)
+                for level, store in zip(
+                    range(self.config.min_level, self.config.max_level + 1),
+                    self.stores,
+                    strict=True,
+                )
+            ],
+            bitwidth=0 if self.config.store == "dense" else self.config.bitwidth,
+        )
+
+    @classmethod
+    def from_field_data(cls, data: FieldData) -> RadianceField:
+        """A frozen field that renders exactly what an asset's bytes hold."""
+        octree = data.octree.truncated(data.max_level)
+        config = FieldConfig(data.min_level, data.max_level, data.feature_dim, "dense")
+        stores: list[FeatureStore] = [
+            FrozenFeatures(level_data, octree.corners(level_data.level))
+            for level_data in data.levels
+        ]
+        field = cls(octree, config, data.scale, data.offset, stores)
+        hidden, output = field.decoder[0], field.decoder[2]
+        with torch.no_grad():
+            for parameter, array in zip(
+                (hidden.weight, hidden.bias, output.weight, output.bias),
+                data.mlp.arrays(),
+                strict=True,
+            ):
+                parameter.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
+        return field

@@ -1,0 +1,65 @@
+"""``asset_info``: what an asset holds and what each level costs to stream, from its header.
+
+Nothing is decoded: the chunk table gives every size, and the chunks present are CRC-checked,
+so ``info`` doubles as a quick integrity check of a download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from .header import AssetHeader
+from .reader import Source, scan_asset
+from .spec import mlp_values
+
+
+def asset_info(source: Source) -> dict[str, Any]:
+    """Sizes, per-level byte split and compression ratios of ``source`` (JSON-ready).
+
+    Each level's ``bytes`` is what the file stores (after its codec); ``structure_bytes``,
+    ``index_bytes``, ``codebook_bytes`` and ``feature_bytes`` split its decompressed
+    ``raw_bytes``. ``cumulative_bytes`` counts the header and every chunk up to that level: the
+    bytes to stream before that level can be drawn.
+    """
+    scan = scan_asset(source)
+    header = scan.header
+    layouts = header.layouts()
+    levels = [
+        asdict(layout) | {"present": index < len(scan.chunks)}
+        for index, layout in enumerate(layouts)
+    ]
+    corners = sum(layout.corners for layout in layouts)
+    fp16_feature_bytes = 2 * corners * header.feature_dim
+    chunk_bytes = sum(layout.bytes for layout in layouts)
+    return {
+        "total_bytes": header.total_bytes,
+        "available_bytes": scan.available_bytes,
+        "bitwidth": header.bitwidth,
+        "feature_dim": header.feature_dim,
+        "store": header.store,
+        "rank": header.rank,
+        "hidden_dim": header.hidden_dim,
+        "min_level": header.min_level,
+        "max_level": header.max_level,
+        "header_bytes": header.header_bytes,
+        "mlp_bytes": 2 * mlp_values(header.feature_dim, header.hidden_dim),
+        "levels": levels,
+        "missing_levels": scan.missing_levels,
+        "warnings": scan.notes(),
+        "fp16_feature_bytes": fp16_feature_bytes,
+        "paper_ratio": _paper_ratio(header),
+        "real_ratio": fp16_feature_bytes / chunk_bytes,
+        "file_ratio": fp16_feature_bytes / header.total_bytes,
+    }
+
+
+def _paper_ratio(header: AssetHeader) -> float | None:
+    """The paper's 16mk / (mb + k 2^b) (section 3), with m summed over levels and one codebook
+    per level; it ignores the octree and counts codebook entries as the paper writes them.
+    Defined for learned indices (the ``codebook`` store) only."""
+    if header.store != "codebook":
+        return None
+    k, b = header.feature_dim, header.bitwidth
+    numerator = sum(16 * entry.corners * k for entry in header.chunks)
+    return numerator / sum(entry.corners * b + k * (1 << b) for entry in header.chunks)
