@@ -19,26 +19,16 @@ precomputed ``W_h[:, k:] @ encode(d)`` before the ReLU.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .cameras import fibonacci_directions
 from .field_data import FieldData, encode_view_directions
 from .octree import locate
 
 AVERAGING_DIRECTION_COUNT = 32
 DEFAULT_BATCH_POINTS = 1 << 15
-
-
-def fibonacci_directions(count: int) -> np.ndarray:
-    """``count`` unit vectors [count, 3] spread evenly over the sphere (Fibonacci lattice):
-    ``z_i = 1 - (2i + 1) / count``, azimuth ``i * pi * (3 - sqrt 5)``, for ``i = 0..count-1``."""
-    index = np.arange(count, dtype=np.float64)
-    z = 1.0 - (2.0 * index + 1.0) / count
-    radius = np.sqrt(1.0 - z * z)
-    azimuth = index * math.pi * (3.0 - math.sqrt(5.0))
-    return np.stack([radius * np.cos(azimuth), radius * np.sin(azimuth), z], axis=1)
 
 
 AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT)

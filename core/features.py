@@ -27,13 +27,13 @@ class StraightThroughCodebook(torch.autograd.Function):
     gradient of the chosen rows to the codebook."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, logits: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         indices = logits.argmax(dim=-1)
         ctx.save_for_backward(logits, codebook, indices)
         return codebook.index_select(0, indices)
 
     @staticmethod
-    def backward(ctx, grad_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx, grad_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, codebook, indices = ctx.saved_tensors
         probabilities = torch.softmax(logits, dim=-1)
         entry_grad = grad_features @ codebook.t()  # g_j = <dL/df, D[j]>, [U, 2^b]

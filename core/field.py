@@ -9,7 +9,7 @@ Laplacian pyramid, paper section 4.3). A level without a cell at the point adds 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -140,11 +140,8 @@ class RadianceField(nn.Module):
         levels = range(config.min_level, config.max_level + 1)
         self.indexes = nn.ModuleList(LevelIndex(octree, level) for level in levels)
         self.stores = nn.ModuleList(stores or [self._new_store(level) for level in levels])
-        self.decoder = nn.Sequential(
-            nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, HIDDEN_DIM),
-            nn.ReLU(),
-            nn.Linear(HIDDEN_DIM, 4),
-        )
+        self.hidden = nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, HIDDEN_DIM)
+        self.output = nn.Linear(HIDDEN_DIM, 4)
 
     def _new_store(self, level: int) -> FeatureStore:
         num_corners, dim = self.octree.num_corners(level), self.config.feature_dim
@@ -153,6 +150,13 @@ class RadianceField(nn.Module):
         if self.config.store == "codebook":
             return CodebookFeatures(num_corners, dim, self.config.bitwidth)
         return HashedFeatures(self.octree.corners(level), dim, self.config.bitwidth)
+
+    def levels(self) -> list[tuple[LevelIndex, FeatureStore]]:
+        """(lookup, feature store) of each feature level, coarsest first."""
+        return [
+            (cast(LevelIndex, index), cast(FeatureStore, store))
+            for index, store in zip(self.indexes, self.stores, strict=True)
+        ]
 
     def features(self, points: torch.Tensor, lod: int) -> torch.Tensor:
         """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels).
@@ -163,7 +167,7 @@ class RadianceField(nn.Module):
         CPU). Points in unallocated cells get zero weights, hence zero features.
         """
         total = points.new_zeros(points.shape[0], self.config.feature_dim)
-        for index, store in zip(self.indexes[: lod + 1], self.stores[: lod + 1], strict=True):
+        for index, store in self.levels()[: lod + 1]:
             cell, weights = index.locate(points)
             allocated = cell >= 0
             corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
@@ -179,19 +183,22 @@ class RadianceField(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
         inputs = torch.cat([self.features(points, lod), encode_view_directions(directions)], -1)
-        output = self.decoder(inputs)
+        output = self.output(torch.relu(self.hidden(inputs)))
         return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(feature grid parameters, decoder parameters): the grid trains at 100x the lr."""
-        return list(self.stores.parameters()), list(self.decoder.parameters())
+        return list(self.stores.parameters()), [
+            *self.hidden.parameters(),
+            *self.output.parameters(),
+        ]
+
+    def _mlp_parameters(self) -> tuple[torch.Tensor, ...]:
+        """In the order of :class:`MLPWeights`."""
+        return self.hidden.weight, self.hidden.bias, self.output.weight, self.output.bias
 
     def to_field_data(self) -> FieldData:
-        hidden, output = self.decoder[0], self.decoder[2]
-        mlp = MLPWeights(
-            *(p.detach().float().cpu().numpy().copy() for p in (hidden.weight, hidden.bias)),
-            *(p.detach().float().cpu().numpy().copy() for p in (output.weight, output.bias)),
-        )
+        mlp = MLPWeights(*(p.detach().float().cpu().numpy().copy() for p in self._mlp_parameters()))
         return FieldData(
             octree=self.octree,
             min_level=self.config.min_level,
@@ -199,14 +206,7 @@ class RadianceField(nn.Module):
             scale=self.scale,
             offset=self.offset.copy(),
             mlp=mlp,
-            levels=[
-                store.export(level)
-                for level, store in zip(
-                    range(self.config.min_level, self.config.max_level + 1),
-                    self.stores,
-                    strict=True,
-                )
-            ],
+            levels=[store.export(index.level) for index, store in self.levels()],
             bitwidth=0 if self.config.store == "dense" else self.config.bitwidth,
         )
 
@@ -220,12 +220,7 @@ class RadianceField(nn.Module):
             for level_data in data.levels
         ]
         field = cls(octree, config, data.scale, data.offset, stores)
-        hidden, output = field.decoder[0], field.decoder[2]
         with torch.no_grad():
-            for parameter, array in zip(
-                (hidden.weight, hidden.bias, output.weight, output.bias),
-                data.mlp.arrays(),
-                strict=True,
-            ):
+            for parameter, array in zip(field._mlp_parameters(), data.mlp.arrays(), strict=True):
                 parameter.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
         return field

@@ -25,7 +25,8 @@ def morton_encode(coords: np.ndarray) -> np.ndarray:
     """Interleave the bits of non-negative integer coordinates [N, 3] into int64 codes."""
     coords = np.asarray(coords, dtype=np.int64)
     codes = np.zeros(coords.shape[0], dtype=np.int64)
-    for bit in range(MAX_SUPPORTED_LEVEL + 2):
+    bits = int(coords.max()).bit_length() if coords.size else 0
+    for bit in range(bits):
         for axis in range(3):
             codes |= ((coords[:, axis] >> bit) & 1) << (3 * bit + 2 - axis)
     return codes
@@ -162,8 +163,10 @@ def locate(octree: SparseOctree, level: int, points: np.ndarray) -> tuple[np.nda
     cell = octree.find_cells(level, cell_coords)
     inside = np.all((points >= -1.0) & (points <= 1.0), axis=1)
     cell = np.where(inside, cell, -1)
-    weights = np.prod(
-        np.where(CORNER_OFFSETS[None].astype(bool), local[:, None, :], 1.0 - local[:, None, :]),
-        axis=-1,
+    factors = np.stack([1.0 - local, local], axis=1)  # [N, 2, 3]: weight of bit 0 / 1 per axis
+    weights = (
+        factors[:, CORNER_OFFSETS[:, 0], 0]
+        * factors[:, CORNER_OFFSETS[:, 1], 1]
+        * factors[:, CORNER_OFFSETS[:, 2], 2]
     )
     return cell, weights

@@ -15,6 +15,7 @@ import torch
 
 from .dataset import Intrinsics, camera_rays
 from .field import RadianceField
+from .gpu.backend import Backend, torch_backend
 from .raymarch import OctreeTracer, PackedSamples, VoxelHits, composite, normalize_rays, sample_hits
 
 DEFAULT_TERMINATION = 1e-4
@@ -31,6 +32,11 @@ class RayBatch:
 
     def subset(self, rows: torch.Tensor) -> RayBatch:
         return RayBatch(self.origins[rows], self.directions[rows], self.view_directions[rows])
+
+    def to(self, device: torch.device) -> RayBatch:
+        return RayBatch(
+            *(a.to(device) for a in (self.origins, self.directions, self.view_directions))
+        )
 
 
 def rays_for_camera(
@@ -61,12 +67,15 @@ def render_rays(
     rays: RayBatch,
     lod: int,
     generator: torch.Generator | None,
+    backend: Backend | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Premultiplied RGB [R, 3] and alpha [R] of a ray batch, differentiable (training)."""
-    hits = tracer(rays.origins, rays.directions)
-    samples = sample_hits(hits, rays.origins, rays.directions, generator)
+    """Premultiplied RGB [R, 3] and alpha [R] of a ray batch, differentiable (training).
+    ``backend`` supplies traversal, sampling and compositing (the torch reference when None)."""
+    backend = backend or torch_backend()
+    hits = backend.trace(tracer, rays.origins, rays.directions)
+    samples = backend.sample(hits, rays.origins, rays.directions, generator)
     density, rgb = shade(field, samples, rays, lod)
-    return composite(density, rgb, samples, len(rays))
+    return backend.composite(density, rgb, samples, len(rays))
 
 
 @torch.no_grad()
@@ -85,7 +94,8 @@ def render_rays_early_exit(
     transmittance = rays.origins.new_ones(num_rays)
     counts = torch.bincount(hits.ray_index, minlength=num_rays)
     first_hit = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(hits.ray_index.numel()) - first_hit[hits.ray_index]
+    rank = torch.arange(hits.ray_index.numel(), device=hits.ray_index.device)
+    rank = rank - first_hit[hits.ray_index]
     for round_index in range(int(counts.max()) if num_rays and counts.numel() else 0):
         selected = torch.nonzero(
             (rank == round_index) & (transmittance[hits.ray_index] > termination_threshold)
@@ -111,14 +121,18 @@ def render_image(
     lod: int,
     rays_per_chunk: int = 16384,
     termination_threshold: float = DEFAULT_TERMINATION,
+    backend: Backend | None = None,
 ) -> np.ndarray:
-    """Premultiplied RGBA image [H, W, 4] in [0, 1] (sRGB) of one camera at one level."""
-    tracer = OctreeTracer(field.octree, field.config.min_level)
-    rays = rays_for_camera(field, camera_to_world, intrinsics)
+    """Premultiplied RGBA image [H, W, 4] in [0, 1] (sRGB) of one camera at one level, rendered
+    on the field's device with ``backend`` (the torch reference when None)."""
+    render = (backend or torch_backend()).render_early_exit
+    device = next(field.parameters()).device
+    tracer = OctreeTracer(field.octree, field.config.min_level).to(device)
+    rays = rays_for_camera(field, camera_to_world, intrinsics).to(device)
     pixels = []
     for start in range(0, len(rays), rays_per_chunk):
-        chunk = rays.subset(torch.arange(start, min(start + rays_per_chunk, len(rays))))
-        colour, alpha = render_rays_early_exit(field, tracer, chunk, lod, termination_threshold)
+        rows = torch.arange(start, min(start + rays_per_chunk, len(rays)), device=device)
+        colour, alpha = render(field, tracer, rays.subset(rows), lod, termination_threshold)
         pixels.append(torch.cat([colour, alpha[:, None]], dim=1))
-    image = torch.cat(pixels).clamp(0.0, 1.0).numpy()
+    image = torch.cat(pixels).clamp(0.0, 1.0).cpu().numpy()
     return image.reshape(intrinsics.height, intrinsics.width, 4)

@@ -28,6 +28,7 @@ from .checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_check
 from .dataset import Split, camera_rays, depth_point_cloud, load_split
 from .errors import DatasetError, TrainingCancelled, VbnfError
 from .field import FieldConfig, RadianceField
+from .gpu.backend import select_backend
 from .octree import SparseOctree
 from .progress import ProgressReporter
 from .raymarch import OctreeTracer, normalize_rays
@@ -46,6 +47,7 @@ class TrainOptions:
     dilation: int = 1
     device: str = "cpu"
     checkpoint_interval_s: float = 120.0
+    backend: str = "auto"  # "auto" | "torch" | "cupy": who traces, samples and composites
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Trainer:
         self.options = options
         self.out_dir = Path(out_dir)
         self.tracer = OctreeTracer(field.octree, field.config.min_level).to(options.device)
+        self.backend = select_backend(options.backend, options.device)
         self.optimizer = make_optimizer(self.field, options)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
@@ -168,7 +171,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.options.seed * 1_000_003 + self.state.step)
         lod = int(torch.multinomial(self.lod_weights, 1, generator=generator))
         batch = self.rays.batch.subset(ray_ids)
-        colour, alpha = render_rays(self.field, self.tracer, batch, lod, generator)
+        colour, alpha = render_rays(self.field, self.tracer, batch, lod, generator, self.backend)
         prediction = torch.cat([colour, alpha[:, None]], dim=1)
         loss = torch.mean((prediction - self.rays.target[ray_ids]) ** 2)
         self.optimizer.zero_grad(set_to_none=True)
@@ -231,9 +234,8 @@ def prepare_run(
             raise VbnfError("--resume given but there is no checkpoint to resume", checkpoint_path)
         loaded = load_checkpoint(checkpoint_path, options.device)
         field, state, optimizer_state = loaded.field, loaded.state, loaded.optimizer_state
-        options = TrainOptions(
-            **{**loaded.train_options, "epochs": options.epochs, "device": options.device}
-        )
+        overrides = {"epochs": options.epochs, "device": options.device, "backend": options.backend}
+        options = TrainOptions(**{**loaded.train_options, **overrides})
         reporter.stage("resume", f"resuming at step {state.step} (epoch {state.epoch})")
     else:
         torch.manual_seed(options.seed)

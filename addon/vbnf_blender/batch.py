@@ -30,7 +30,6 @@ if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
 import bpy  # noqa: E402
-
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
 
@@ -112,7 +111,7 @@ def _load_scene(blend_path: Path | None) -> bpy.types.Scene:
     if blend_path is None:
         if not bpy.data.filepath:
             raise UsageError("no .blend file given and none loaded")
-        return bpy.context.scene
+        return _active_scene()
     if not blend_path.is_file():
         raise UsageError(f"{blend_path}: no such .blend file")
     try:
@@ -120,7 +119,14 @@ def _load_scene(blend_path: Path | None) -> bpy.types.Scene:
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1]
         raise UsageError(f"{blend_path}: cannot open ({reason})") from error
-    return bpy.context.scene
+    return _active_scene()
+
+
+def _active_scene() -> bpy.types.Scene:
+    scene = bpy.context.scene
+    if scene is None:
+        raise UsageError(f"{bpy.data.filepath}: the file has no scene")
+    return scene
 
 
 def _find_objects(scene: bpy.types.Scene, names: list[str]) -> list[bpy.types.Object]:
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(command_line_args(sys.argv) if argv is None else argv)
         args.run(args)
-    except (UsageError, VbnfError) as error:
+    except (UsageError, VbnfError, OSError) as error:  # OSError: disk full, permissions...
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

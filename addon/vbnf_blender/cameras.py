@@ -23,6 +23,9 @@ GOLDEN_ANGLE_RAD = math.pi * (3.0 - math.sqrt(5.0))
 NEAR_CLIP_FRACTION = 0.1
 FAR_CLIP_FACTOR = 2.0
 TEST_ROTATION_CANDIDATES = 64
+# Fraction of the image's shorter side the bounding sphere spans: as large as possible, with a
+# margin that keeps the pixel filter's blur of the silhouette off the image border.
+FRAME_FILL = 0.9
 
 # One set of points to bound: points in an object's local space and its object-to-world matrix.
 # Instances of one object share the local array, so a scatter of 100k blades of grass costs one
@@ -118,13 +121,14 @@ def interleaved_directions(
     return best_directions
 
 
-def framing_distance_m(radius_m: float, fov_rad: float) -> float:
-    """Distance at which a sphere of ``radius_m`` just touches the edges of a ``fov_rad`` view.
+def framing_distance_m(radius_m: float, fov_rad: float, fill: float = FRAME_FILL) -> float:
+    """Distance at which a sphere of ``radius_m`` spans ``fill`` of a ``fov_rad`` view's width.
 
-    The silhouette of a sphere at distance d is a cone of half-angle asin(r / d); setting that to
-    half the field of view makes the target as large as possible without cropping it.
+    The silhouette of a sphere at distance d is a cone of half-angle asin(r / d); its image
+    spans tan of that angle, which is set to ``fill`` times tan(fov / 2).
     """
-    return radius_m / math.sin(0.5 * fov_rad)
+    silhouette_rad = math.atan(fill * math.tan(0.5 * fov_rad))
+    return radius_m / math.sin(silhouette_rad)
 
 
 def look_at(eye_m: np.ndarray, target_m: np.ndarray) -> np.ndarray:

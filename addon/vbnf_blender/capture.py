@@ -154,6 +154,7 @@ class CaptureJob:
         self._intrinsics: dataset.Intrinsics | None = None
         self._patch = _SettingsPatch()
         self._camera: bpy.types.Object | None = None
+        self._camera_data: bpy.types.Camera | None = None
         self._tree: bpy.types.NodeTree | None = None
         self._staging: Path | None = None
         self._had_render_result = False
@@ -171,6 +172,8 @@ class CaptureJob:
         return bool(self._views) and len(self._done) == len(self._views)
 
     def __enter__(self) -> CaptureJob:
+        # Objects linked since the last update are not yet in the view layer or its depsgraph.
+        self._view_layer.update()
         targets = _target_objects(self.scene, self._view_layer, self._selection)
         sphere = _bounding_sphere(self._view_layer, targets)
         plan = cameras.plan_views(
@@ -207,7 +210,10 @@ class CaptureJob:
             raise RuntimeError("CaptureJob.step() called after the last view")
         view = self._views[len(self._done)]
         self._camera.matrix_world = Matrix(view.frame.camera_to_world.tolist())
-        result = bpy.ops.render.render(scene=self.scene.name, layer=self._view_layer.name)
+        try:
+            result = bpy.ops.render.render(scene=self.scene.name, layer=self._view_layer.name)
+        except RuntimeError as error:  # how operators report errors
+            raise CaptureError(f"Cycles failed on {view.frame.file_path}: {error}") from error
         if "FINISHED" not in result:
             raise CaptureError(f"Cycles did not finish rendering {view.frame.file_path}")
         _collect_outputs(self._staging, self.out_dir, view.frame)
@@ -221,28 +227,39 @@ class CaptureJob:
         self._had_render_result = any(i.type == "RENDER_RESULT" for i in bpy.data.images)
         # The Render Layers node has a Depth socket only while the pass is on.
         self._patch.apply([(self._view_layer, "use_pass_z", True)])
-        self._camera = _add_camera(self.scene, plan)
+        self._camera_data = _add_camera_data(plan)
+        self._camera = _add_camera(self.scene, self._camera_data)
         self._tree = _add_compositor(self.scene, self._view_layer, self._staging)
         changes = _render_overrides(self.scene, self.settings, self._camera, self._tree)
         if self._selection is not None:
             changes.extend(_hide_others(self.scene, targets))
         self._patch.apply(changes)
-        self._intrinsics = _intrinsics(self.scene, self._camera.data)
+        self._intrinsics = camera_intrinsics(self.scene, self._camera_data)
 
     def _tear_down(self) -> list[str]:
-        """Undo the set-up in reverse; each part runs even if an earlier one failed."""
+        """Undo the set-up, returning what failed; every part runs even if another failed.
+
+        Settings go back first, so that nothing refers to the temporary camera and node group
+        any more when they are removed.
+        """
         failures = self._patch.restore()
-        if self._camera is not None:
-            camera_data = self._camera.data
-            bpy.data.objects.remove(self._camera, do_unlink=True)
-            bpy.data.cameras.remove(camera_data)
-            self._camera = None
-        if self._tree is not None:
-            bpy.data.node_groups.remove(self._tree)
-            self._tree = None
+        temporary: list[tuple[Any, Any]] = [
+            (bpy.data.objects, self._camera),
+            (bpy.data.cameras, self._camera_data),
+            (bpy.data.node_groups, self._tree),
+        ]
         if not self._had_render_result:
-            for image in [i for i in bpy.data.images if i.type == "RENDER_RESULT"]:
-                bpy.data.images.remove(image)
+            temporary += [
+                (bpy.data.images, i) for i in bpy.data.images if i.type == "RENDER_RESULT"
+            ]
+        for collection, datablock in temporary:
+            if datablock is None:  # set-up failed before creating it
+                continue
+            try:
+                collection.remove(datablock)
+            except ReferenceError as error:  # already gone, e.g. deleted by the user meanwhile
+                failures.append(f"removing a temporary datablock ({error})")
+        self._camera = self._camera_data = self._tree = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
@@ -289,11 +306,7 @@ def _render_view_layer(scene: bpy.types.Scene) -> bpy.types.ViewLayer:
 def _renders(obj: bpy.types.Object, view_layer: bpy.types.ViewLayer) -> bool:
     """Whether a render of the view layer shows the object (collection exclusion included)."""
     in_layer = obj.name in view_layer.objects and view_layer.objects[obj.name] == obj
-    return (
-        in_layer
-        and not obj.hide_render
-        and any(not c.hide_render for c in obj.users_collection)
-    )
+    return in_layer and not obj.hide_render and any(not c.hide_render for c in obj.users_collection)
 
 
 def _has_geometry(obj: bpy.types.Object) -> bool:
@@ -326,15 +339,14 @@ def _bounding_sphere(
     view_layer: bpy.types.ViewLayer, targets: list[bpy.types.Object]
 ) -> cameras.BoundingSphere:
     """Bound the evaluated geometry (modifiers, instances) of the targets in world space."""
-    depsgraph = view_layer.depsgraph
-    depsgraph.update()
+    depsgraph: Any = view_layer.depsgraph  # the stubs say Optional; a view layer always has one
     owners = {t.name for t in targets}
     seen: set[str] = set()
     local_points: dict[str, np.ndarray] = {}  # per evaluated object, shared by its instances
     parts: list[cameras.LocalPoints] = []
     for instance in depsgraph.object_instances:
-        owner = (instance.parent if instance.is_instance else instance.object).original
-        evaluated = instance.object
+        evaluated: Any = instance.object
+        owner: Any = (instance.parent if instance.is_instance else evaluated).original
         if owner.name not in owners or evaluated.type not in GEOMETRY_TYPES:
             continue
         seen.add(owner.name)
@@ -355,7 +367,7 @@ def _local_points(obj: bpy.types.Object) -> np.ndarray:
     """Mesh vertices (a tight bound) or, for other geometry, the bounding-box corners."""
     if obj.type != "MESH":
         return _box_corners(obj)
-    mesh = obj.data
+    mesh: Any = obj.data
     coordinates = np.empty(3 * len(mesh.vertices), dtype=np.float64)
     mesh.vertices.foreach_get("co", coordinates)
     return coordinates.reshape(-1, 3)
@@ -382,7 +394,7 @@ def _prepare_output(out_dir: Path) -> Path:
         raise CaptureError(f"cannot write the dataset here ({error.strerror})", out_dir) from error
 
 
-def _add_camera(scene: bpy.types.Scene, plan: cameras.ViewPlan) -> bpy.types.Object:
+def _add_camera_data(plan: cameras.ViewPlan) -> bpy.types.Camera:
     data = bpy.data.cameras.new(TEMPORARY_NAME)
     data.type = "PERSP"
     data.sensor_fit = "AUTO"
@@ -390,6 +402,10 @@ def _add_camera(scene: bpy.types.Scene, plan: cameras.ViewPlan) -> bpy.types.Obj
     data.angle = plan.fov_rad
     data.clip_start = plan.clip_start_m
     data.clip_end = plan.clip_end_m
+    return data
+
+
+def _add_camera(scene: bpy.types.Scene, data: bpy.types.Camera) -> bpy.types.Object:
     camera = bpy.data.objects.new(TEMPORARY_NAME, data)
     scene.collection.objects.link(camera)
     return camera
@@ -399,10 +415,10 @@ def _add_compositor(
     scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, staging: Path
 ) -> bpy.types.NodeTree:
     """Render Layers -> one File Output node for RGBA PNG, one for single-channel float EXR."""
-    tree = bpy.data.node_groups.new(TEMPORARY_NAME, "CompositorNodeTree")
+    tree: Any = bpy.data.node_groups.new(TEMPORARY_NAME, "CompositorNodeTree")
     layers = tree.nodes.new("CompositorNodeRLayers")
-    layers.scene = scene  # type: ignore[attr-defined]
-    layers.layer = view_layer.name  # type: ignore[attr-defined]
+    layers.scene = scene
+    layers.layer = view_layer.name
     outputs = {
         "Image": ("rgba", "PNG", "8", "RGBA", "RGBA"),
         "Depth": ("depth", "OPEN_EXR", "32", "BW", "FLOAT"),
@@ -475,7 +491,8 @@ def _hide_others(
     ]
 
 
-def _intrinsics(scene: bpy.types.Scene, camera: Any) -> dataset.Intrinsics:
+def camera_intrinsics(scene: bpy.types.Scene, camera: Any) -> dataset.Intrinsics:
+    """Intrinsics of a perspective camera (``bpy.types.Camera``) at the scene's output size."""
     render = scene.render
     scale = render.resolution_percentage / 100.0
     return cameras.blender_intrinsics(
@@ -509,7 +526,10 @@ def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -
     The nodes compose their own file names (and append frame numbers in some modes); looking
     for the single file each wrote into its own empty folder does not depend on that scheme.
     """
-    destinations = {"rgba": out_dir / f"{frame.file_path}.png", "depth": out_dir / frame.depth_file_path}
+    destinations = {
+        "rgba": out_dir / f"{frame.file_path}.png",
+        "depth": out_dir / frame.depth_file_path,
+    }
     for name, destination in destinations.items():
         written = sorted((staging / name).glob("*"))
         if len(written) != 1:

@@ -3,6 +3,10 @@
 In the built extension ``core`` is vendored inside this package (``vbnf_blender/core``); when
 the add-on runs from a repository checkout it is the top-level ``core`` package two folders up.
 Every bpy module imports engine code through here, so that choice is made once.
+
+``ENGINE_ROOT`` is the folder that holds ``core``: the training subprocess runs
+``python -m core`` with it on ``PYTHONPATH``, because ``core`` uses relative imports and must be
+a top-level package there.
 """
 
 from __future__ import annotations
@@ -11,16 +15,34 @@ import sys
 from pathlib import Path
 
 _VENDORED = (Path(__file__).parent / "core").is_dir()
-if not _VENDORED:
-    _repo_root = str(Path(__file__).resolve().parents[2])
-    if _repo_root not in sys.path:
-        sys.path.insert(0, _repo_root)
+ENGINE_ROOT = Path(__file__).resolve().parent if _VENDORED else Path(__file__).resolve().parents[2]
+if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
+    sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
     from .core import dataset
-    from .core.errors import VbnfError
+    from .core.dataset import atomic_write_bytes
+    from .core.decoder import FieldDecoder
+    from .core.errors import AssetError, VbnfError
+    from .core.field_data import FieldData
+    from .core.vbnf import asset_info, cut_asset, read_asset
 else:
     from core import dataset  # type: ignore[no-redef]
-    from core.errors import VbnfError  # type: ignore[no-redef,assignment]
+    from core.dataset import atomic_write_bytes  # type: ignore[no-redef]
+    from core.decoder import FieldDecoder  # type: ignore[no-redef,assignment]
+    from core.errors import AssetError, VbnfError  # type: ignore[no-redef,assignment]
+    from core.field_data import FieldData  # type: ignore[no-redef,assignment]
+    from core.vbnf import asset_info, cut_asset, read_asset  # type: ignore[no-redef]
 
-__all__ = ["VbnfError", "dataset"]
+__all__ = [
+    "ENGINE_ROOT",
+    "AssetError",
+    "FieldData",
+    "FieldDecoder",
+    "VbnfError",
+    "asset_info",
+    "atomic_write_bytes",
+    "cut_asset",
+    "dataset",
+    "read_asset",
+]

@@ -13,7 +13,8 @@ import torch
 from ..dataset import atomic_write_bytes, load_split
 from ..errors import VbnfError
 from ..evaluate import constant_colour_psnr, evaluate_levels
-from ..field import FieldConfig, RadianceField
+from ..field import FieldConfig, RadianceField, TrainableStore
+from ..gpu.backend import BACKEND_CHOICES
 from ..progress import ProgressReporter
 from ..trainer import TrainOptions, prepare_run
 from ..vbnf import asset_info, read_asset, write_asset
@@ -57,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="grow the finest octree level by this many cells",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=defaults.backend,
+        help="ray traversal, sampling and compositing: CUDA kernels via CuPy (cupy), the torch "
+        "reference (torch), or cupy where it can run (auto, the default)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--checkpoint-interval",
@@ -81,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def field_config(args: argparse.Namespace) -> FieldConfig:
     if args.hashed and args.uncompressed:
         raise VbnfError("--hashed and --uncompressed exclude each other")
-    store = "dense" if args.uncompressed else "hashed" if args.hashed else "codebook"
+    store: TrainableStore = (
+        "dense" if args.uncompressed else "hashed" if args.hashed else "codebook"
+    )
     if store == "codebook" and not 1 <= args.bitwidth <= 8:
         raise VbnfError(f"--bitwidth must be in 1..8, got {args.bitwidth}")
     try:
@@ -101,13 +111,16 @@ def run(args: argparse.Namespace) -> int:
         dilation=args.dilation,
         device=args.device,
         checkpoint_interval_s=args.checkpoint_interval,
+        backend=args.backend,
     )
     reporter = ProgressReporter(1, events=args.events)
     try:
         trainer = prepare_run(
             args.data_dir, args.out, field_config(args), options, args.resume, reporter
         )
-        reporter.stage("train", f"training {trainer.total_steps} steps")
+        reporter.stage(
+            "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
+        )
         state = trainer.run()
         metrics = finish(trainer.field, args, reporter)
     except VbnfError as error:

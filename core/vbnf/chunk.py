@@ -33,7 +33,8 @@ def level_structure(octree: SparseOctree, level: int, min_level: int) -> bytes:
 def to_fp16(array: np.ndarray, what: str) -> np.ndarray:
     """``array`` as little-endian fp16, refusing values fp16 cannot hold (the format's only loss
     is rounding, never an overflow to infinity)."""
-    half = np.ascontiguousarray(array, dtype=FP16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = np.ascontiguousarray(array, dtype=FP16)
     if not np.isfinite(half).all():
         raise ValueError(f"{what} has values that are not finite in fp16 (|x| > 65504 or NaN)")
     return half

@@ -183,11 +183,11 @@ class _Prefix:
 
 
 def _unpack_prefix(data: bytes) -> _Prefix:
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise AssetError(f"not a .vbnf file (magic {data[: len(MAGIC)]!r}, expected {MAGIC!r})")
     if len(data) < PREFIX.size:
         raise AssetError(f"truncated header: {len(data)} of at least {PREFIX.size} bytes")
-    magic, version, store_id, *counts, scale, x, y, z = PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise AssetError(f"not a .vbnf file (magic {magic!r}, expected {MAGIC!r})")
+    _, version, store_id, *counts, scale, x, y, z = PREFIX.unpack_from(data)
     if version != FORMAT_VERSION:
         raise AssetError(
             f"unsupported .vbnf version {version} (this reader reads {FORMAT_VERSION})"

@@ -17,7 +17,15 @@ from ..field_data import FieldData, MLPWeights
 from .chunk import encode_store, level_structure, to_fp16
 from .codecs import compress
 from .header import AssetHeader, ChunkEntry, pack_header
-from .spec import CODEC_IDS, MLP_ARRAYS, Codec, header_problem, mlp_shapes, store_arrays
+from .spec import (
+    CODEC_IDS,
+    MAX_CHUNK_BYTES,
+    MLP_ARRAYS,
+    Codec,
+    header_problem,
+    mlp_shapes,
+    store_arrays,
+)
 
 
 def write_asset(field: FieldData, path: str | Path, compression: Codec = "none") -> None:
@@ -39,6 +47,8 @@ def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
             field.store_kind, corners, field.feature_dim, field.bitwidth, field.rank
         )
         raw = structure + encode_store(level, arrays, field.bitwidth)
+        if len(raw) > MAX_CHUNK_BYTES:
+            raise ValueError(f"level {level.level} needs {len(raw)} bytes, over the chunk cap")
         stored, codec = compress(raw, compression), compression
         if len(stored) >= len(raw):
             stored, codec = raw, "none"

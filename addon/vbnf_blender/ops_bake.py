@@ -1,0 +1,219 @@
+"""The Bake Neural Field button (``vbnf.bake``) and its Cancel button (``vbnf.bake_cancel``).
+
+Invoked from the interface the operator is modal: a window-manager timer calls
+``BakeJob.advance()`` and every other event passes through, so Blender stays usable while the
+capture renders view by view and the subprocess trains. Progress goes to the cursor progress
+bar, the status bar and the panel (through ``WindowManager.vbnf_bake_status``). Esc or the
+panel's Cancel button stop the bake between views or by signalling the trainer.
+
+Called from Python (``bpy.ops.vbnf.bake()``), including under ``blender -b`` where timers never
+fire, ``execute`` runs the same job to the end in the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from .bake_job import (
+    BakeCancelled,
+    BakeError,
+    BakeJob,
+    BakeProgress,
+    BakeSettings,
+    asset_path_for,
+    test_views_for,
+)
+from .engine import VbnfError
+from .preferences import python_preference
+
+TIMER_INTERVAL_S = 0.1
+
+
+def bake_settings(props: Any) -> BakeSettings:
+    """The scene's bake properties (``Scene.vbnf_bake``) as job settings."""
+    return BakeSettings(
+        train_views=props.views,
+        test_views=test_views_for(props.views),
+        resolution_px=props.resolution,
+        samples=props.samples,
+        bitwidth=props.bitwidth,
+        min_level=props.min_level,
+        max_level=props.max_level,
+        epochs=props.epochs,
+        device=props.device,
+    )
+
+
+def make_job(context: bpy.types.Context) -> BakeJob:
+    scene = context.scene
+    props = scene.vbnf_bake  # type: ignore[attr-defined]
+    objects = None
+    if props.target == "SELECTION":
+        objects = list(context.selected_objects)
+        if not objects:
+            raise BakeError("nothing is selected: select objects or set Target to Scene")
+    return BakeJob(
+        scene,
+        bake_settings(props),
+        asset_path_for(bpy.data.filepath, props.output_dir, scene.name),
+        python=python_preference(context),
+        objects=objects,
+        import_into=scene.collection,
+    )
+
+
+def status_line(progress: BakeProgress) -> str:
+    """One line for the status bar: stage, epoch, PSNR and time left as far as known."""
+    parts = [progress.message]
+    if progress.epoch is not None:
+        parts.append(f"epoch {progress.epoch}")
+    if progress.psnr is not None:
+        parts.append(f"{progress.psnr:.1f} dB")
+    if progress.seconds_left is not None:
+        minutes, seconds = divmod(round(progress.seconds_left), 60)
+        parts.append(f"{minutes}:{seconds:02d} left")
+    return f"VBNF {progress.fraction:.0%}: " + ", ".join(parts) + " (Esc to cancel)"
+
+
+def show_progress(context: bpy.types.Context, progress: BakeProgress) -> None:
+    status = context.window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+    status.stage = progress.stage
+    status.message = progress.message
+    status.fraction = progress.fraction
+    status.epoch = progress.epoch or 0
+    status.psnr = progress.psnr or 0.0
+    status.seconds_left = -1.0 if progress.seconds_left is None else progress.seconds_left
+    context.window_manager.progress_update(progress.fraction)
+    if context.workspace is not None:
+        context.workspace.status_text_set(status_line(progress))
+    for area in context.screen.areas if context.screen is not None else []:
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
+
+
+def outcome_report(job: BakeJob) -> tuple[set[str], str]:
+    """The report type and text for how a finished bake ended."""
+    if job.stage == "failed":
+        return {"ERROR"}, f"Bake failed: {job.error}"
+    if job.stage == "cancelled":
+        return {"WARNING"}, f"Bake cancelled: {job.progress.message}"
+    scores = job.progress.level_psnr
+    finest = f", PSNR {scores[max(scores)]:.1f} dB at level {max(scores)}" if scores else ""
+    size = job.asset_path.stat().st_size
+    return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest})"
+
+
+class VBNF_OT_bake(bpy.types.Operator):
+    """Capture the scene or selection with Cycles, train a compressed neural field in a \
+separate process and import it as a volume"""
+
+    bl_idname = "vbnf.bake"
+    bl_label = "Bake Neural Field"
+    bl_options = {"REGISTER"}
+
+    _job: BakeJob | None = None
+    _timer: bpy.types.Timer | None = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if context.window_manager.vbnf_bake_status.running:  # type: ignore[attr-defined]
+            cls.poll_message_set("A bake is already running")
+            return False
+        return context.scene is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job = make_job(context)
+            job.run(on_progress=lambda progress: show_progress(context, progress))
+        except BakeCancelled as cancelled:
+            self.report({"WARNING"}, f"Bake cancelled: {cancelled}")
+            return {"CANCELLED"}
+        except VbnfError as error:
+            self.report({"ERROR"}, f"Bake failed: {error}")
+            return {"CANCELLED"}
+        finally:
+            self._end_progress(context)
+        report_type, text = outcome_report(job)
+        self.report(report_type, text)
+        return {"FINISHED"}
+
+    def invoke(self, context: bpy.types.Context, _event: bpy.types.Event) -> set[str]:
+        try:
+            job = make_job(context)
+        except VbnfError as error:
+            self.report({"ERROR"}, f"Bake failed: {error}")
+            return {"CANCELLED"}
+        job.start()
+        if job.finished:
+            return self._finish(context, job)
+        self._job = job
+        window_manager = context.window_manager
+        status = window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+        status.running, status.cancel_requested = True, False
+        window_manager.progress_begin(0.0, 1.0)
+        self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        window_manager.modal_handler_add(self)
+        show_progress(context, job.progress)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        job = self._job
+        assert job is not None
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER" or event.timer != self._timer:  # type: ignore[attr-defined]
+            return {"PASS_THROUGH"}
+        if context.window_manager.vbnf_bake_status.cancel_requested:  # type: ignore[attr-defined]
+            job.cancel()
+        show_progress(context, job.advance())
+        if job.finished:
+            return self._finish(context, job)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the operator (a file is loaded, the window closes): stop everything."""
+        if self._job is not None:
+            self._job.close()
+        self._end_progress(context)
+
+    def _finish(self, context: bpy.types.Context, job: BakeJob) -> set[str]:
+        job.close()
+        self._end_progress(context)
+        report_type, text = outcome_report(job)
+        self.report(report_type, text)
+        return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
+
+    def _end_progress(self, context: bpy.types.Context) -> None:
+        window_manager = context.window_manager
+        if self._timer is not None:
+            window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        window_manager.progress_end()
+        status = window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+        status.running = status.cancel_requested = False
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        self._job = None
+
+
+class VBNF_OT_bake_cancel(bpy.types.Operator):
+    """Stop the running bake (training writes a checkpoint before it exits)"""
+
+    bl_idname = "vbnf.bake_cancel"
+    bl_label = "Cancel Bake"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(context.window_manager.vbnf_bake_status.running)  # type: ignore[attr-defined]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.window_manager.vbnf_bake_status.cancel_requested = True  # type: ignore[attr-defined]
+        return {"FINISHED"}
+
+
+CLASSES = (VBNF_OT_bake, VBNF_OT_bake_cancel)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -1,0 +1,83 @@
+"""Points per second of the numpy decoder (``core.decoder.FieldDecoder``) on one CPU process.
+
+Run ``python -m bench.decoder_speed``. The field is random (``core.vbnf.example``) but shaped
+like a trained asset: a codebook store with k=16 features, b=4 bits, levels 4..8 around a
+sphere, a 128-wide MLP. Query points lie in occupied finest cells, as renderer samples do. It
+prints figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from core.decoder import AVERAGING_DIRECTION_COUNT, FieldDecoder
+from core.field_data import FieldData
+from core.vbnf import encode_asset
+from core.vbnf.example import random_field
+
+REPEATS = 3
+
+
+def sample_points(field: FieldData, count: int, seed: int = 1) -> np.ndarray:
+    """World points uniformly inside randomly chosen occupied cells of the finest level."""
+    rng = np.random.default_rng(seed)
+    cells = field.octree.cells[field.max_level]
+    chosen = cells[rng.integers(0, cells.shape[0], size=count)]
+    normalized = (chosen + rng.uniform(size=(count, 3))) * (2.0 / (1 << field.max_level)) - 1.0
+    return field.to_world(normalized)
+
+
+def points_per_second(
+    decoder: FieldDecoder, points: np.ndarray, level: int, directions: np.ndarray | None
+) -> float:
+    """Best of ``REPEATS`` timed runs (the machine may be shared), after a warm-up that builds
+    the octree's cached Morton codes."""
+    warm_up = slice(0, 1024)
+    decoder.query(points[warm_up], level, None if directions is None else directions[warm_up])
+    best_s = math.inf
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        decoder.query(points, level, directions)
+        best_s = min(best_s, time.perf_counter() - start)
+    return points.shape[0] / best_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--surface-points", type=int, default=20_000)
+    args = parser.parse_args()
+    field = random_field(
+        "codebook",
+        bitwidth=4,
+        min_level=4,
+        max_level=8,
+        feature_dim=16,
+        hidden_dim=128,
+        surface_points=args.surface_points,
+    )
+    corners = sum(field.octree.num_corners(level.level) for level in field.levels)
+    print(
+        f"field: codebook k=16 b=4, levels 4..8, {corners} corners, "
+        f"asset {len(encode_asset(field))} bytes"
+    )
+    start = time.perf_counter()
+    decoder = FieldDecoder(field)
+    print(f"decoder setup: {time.perf_counter() - start:.3f} s")
+    points = sample_points(field, args.points)
+    directions = np.random.default_rng(2).normal(size=points.shape)
+    for level in (field.min_level, field.max_level):
+        given = points_per_second(decoder, points, level, directions)
+        averaged = points_per_second(decoder, points, level, None)
+        print(
+            f"level {level}: {given / 1e6:.3f} M points/s with view directions, "
+            f"{averaged / 1e6:.3f} M points/s view-averaged ({AVERAGING_DIRECTION_COUNT} dirs)"
+        )
+
+
+if __name__ == "__main__":
+    main()

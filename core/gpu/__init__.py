@@ -1,0 +1,5 @@
+"""GPU backend: the CUDA kernels of ``cuda/`` (loaded with CuPy) behind torch-shaped callables.
+
+Nothing here imports CuPy at import time; :func:`core.gpu.backend.select_backend` decides at run
+time whether the kernels can be used and falls back to the torch reference otherwise.
+"""

@@ -1,0 +1,112 @@
+"""The report's figures: the rate-distortion plot (the paper's Fig. 6) and a contact sheet.
+
+matplotlib and pillow are imported inside the functions, so ``core`` still imports with numpy
+alone; the plot uses the Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .report_tables import Row
+
+FAMILY_COLOURS = {
+    "nglod": "#d4a017",  # the paper's yellow NGLOD
+    "lra": "#7f7f7f",
+    "kmvq": "#2ca02c",
+    "vqad": "#d62728",
+    "hash": "#1f77b4",
+}
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path) -> None:
+    """One panel per (title, rows): PSNR against bytes streamed (log x), one curve per method
+    with a point per level of detail (cumulative bytes: header plus every coarser level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False, sharey=True
+    )
+    for axis, (title, rows) in zip(axes[0], panels, strict=True):
+        styles: dict[str, int] = {}
+        for row in rows:
+            style = styles.setdefault(row.family, 0)
+            styles[row.family] += 1
+            axis.plot(
+                row.level_cumulative_bytes,
+                row.level_psnr,
+                marker="o",
+                markersize=3.5,
+                color=FAMILY_COLOURS[row.family],
+                linestyle=LINE_STYLES[style % len(LINE_STYLES)],
+                label=row.label,
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("bytes streamed (header + levels so far)")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("PSNR (dB)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+@dataclass(frozen=True)
+class SheetBlock:
+    """One scene of the contact sheet: ground truth, then each method's render per level.
+    Images are RGB [H, W, 3] in [0, 1]."""
+
+    title: str
+    ground_truth: np.ndarray
+    levels: Sequence[int]
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]]  # (method label, render per level)
+
+
+LABEL_WIDTH_PX = 170
+HEADER_PX = 18
+TILE_GAP_PX = 2
+
+
+def contact_sheet(blocks: Sequence[SheetBlock], path: Path) -> None:
+    """A grid per scene: one row per method, ground truth first, then coarsest to finest."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    tile_h, tile_w = blocks[0].ground_truth.shape[:2]
+    columns = 1 + max(len(block.levels) for block in blocks)
+    width = LABEL_WIDTH_PX + columns * (tile_w + TILE_GAP_PX)
+    height = sum(HEADER_PX + len(block.rows) * (tile_h + TILE_GAP_PX) for block in blocks)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=11)
+    top = 0
+    for block in blocks:
+        headings = ["ground truth", *(f"level {level}" for level in block.levels)]
+        draw.text((2, top + 3), block.title, fill="black", font=font)
+        for column, heading in enumerate(headings):
+            x = LABEL_WIDTH_PX + column * (tile_w + TILE_GAP_PX)
+            draw.text((x, top + 3), heading, fill="black", font=font)
+        top += HEADER_PX
+        for label, renders in block.rows:
+            draw.text((2, top + tile_h // 2 - 6), label, fill="black", font=font)
+            for column, image in enumerate([block.ground_truth, *renders]):
+                x = LABEL_WIDTH_PX + column * (tile_w + TILE_GAP_PX)
+                sheet.paste(_to_image(image), (x, top))
+            top += tile_h + TILE_GAP_PX
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+
+
+def _to_image(rgb: np.ndarray):  # -> PIL.Image.Image (pillow is imported lazily)
+    from PIL import Image
+
+    return Image.fromarray(np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8), "RGB")

@@ -1,0 +1,167 @@
+"""Hostile input: truncations, flipped bytes, garbage and lying headers give ``AssetError`` only,
+decode what is complete, and never allocate what the header merely claims."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from core.errors import AssetError, VbnfError
+from core.vbnf import asset_info, cut_asset, encode_asset, read_asset
+from core.vbnf.codecs import compress
+from core.vbnf.example import random_field
+from core.vbnf.header import AssetHeader, ChunkEntry, pack_header
+
+SMALL = random_field(
+    "codebook", bitwidth=3, min_level=1, max_level=3, feature_dim=2, hidden_dim=4, surface_points=12
+)
+SMALL_ASSETS = {codec: encode_asset(SMALL, codec) for codec in ("none", "zlib")}
+
+MEMORY_CAP_BYTES = 4 << 20
+
+
+def only_asset_errors(data: bytes) -> None:
+    """Run every entry point on ``data``; anything but success or AssetError fails the test."""
+    readers: list[Callable[[bytes], object]] = [read_asset, asset_info, cut_asset]
+    for reader in readers:
+        with contextlib.suppress(AssetError):
+            reader(data)
+
+
+@pytest.mark.parametrize("codec", sorted(SMALL_ASSETS))
+def test_every_truncation_decodes_its_complete_levels(codec: str) -> None:
+    data = SMALL_ASSETS[codec]
+    full = read_asset(data)
+    ends = [layout.cumulative_bytes for layout in full.levels]
+    for size in range(len(data)):
+        complete = sum(end <= size for end in ends)
+        if complete == 0:
+            with pytest.raises(AssetError):
+                read_asset(data[:size])
+            continue
+        contents = read_asset(data[:size])
+        assert len(contents.field.levels) == complete
+        assert contents.missing_levels == [layout.level for layout in full.levels[complete:]]
+        assert contents.notes and "truncated" in contents.notes[0]
+        for got, want in zip(contents.field.levels, full.field.levels, strict=False):
+            np.testing.assert_array_equal(got.indices, want.indices)
+
+
+def test_truncated_header_is_refused_at_every_length() -> None:
+    data = SMALL_ASSETS["none"]
+    for size in range(read_asset(data).header_bytes):
+        with pytest.raises(AssetError, match=r"truncated header|not a \.vbnf"):
+            asset_info(data[:size])
+
+
+def reseal(data: bytearray, original: bytes) -> bytes:
+    """Recompute the header CRC and the chunk CRCs (at the original layout), so corruption
+    reaches the checks behind the CRCs instead of stopping at them."""
+    contents = read_asset(original)
+    header_bytes = contents.header_bytes
+    table_offset = header_bytes - 4 - 32 * len(contents.levels)
+    start = header_bytes
+    for index, layout in enumerate(contents.levels):
+        crc = zlib.crc32(bytes(data[start : layout.cumulative_bytes]))
+        struct.pack_into("<I", data, table_offset + 32 * index + 24, crc)
+        start = layout.cumulative_bytes
+    struct.pack_into("<I", data, header_bytes - 4, zlib.crc32(bytes(data[: header_bytes - 4])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("resealed", [False, True])
+@pytest.mark.parametrize("codec", sorted(SMALL_ASSETS))
+def test_random_byte_flips(codec: str, resealed: bool) -> None:
+    original = SMALL_ASSETS[codec]
+    rng = np.random.default_rng(7 + resealed)
+    for _ in range(150):
+        data = bytearray(original)
+        for position in rng.integers(0, len(data), size=rng.integers(1, 4)):
+            data[position] ^= int(rng.integers(1, 256))
+        only_asset_errors(reseal(data, original) if resealed else bytes(data))
+
+
+def test_random_garbage() -> None:
+    rng = np.random.default_rng(11)
+    prefix = SMALL_ASSETS["none"][:6]  # right magic and version, garbage after
+    for _ in range(100):
+        garbage = rng.integers(0, 256, size=rng.integers(0, 3000), dtype=np.uint8).tobytes()
+        only_asset_errors(garbage)
+        only_asset_errors(prefix + garbage)
+
+
+def lying_header(level: int, corners: int, stored_bytes: int | None, codec: str) -> bytes:
+    """A valid-CRC header for one dense level (k = 1) claiming ``corners`` corners, stored in
+    ``stored_bytes`` (None: exactly what that many corners need)."""
+    dense = random_field("dense", min_level=level, max_level=level, feature_dim=1, hidden_dim=1)
+    structure_bytes = sum(dense.octree.cells[parent].shape[0] for parent in range(level))
+    if stored_bytes is None:
+        stored_bytes = structure_bytes + 2 * corners
+    entry = ChunkEntry(level, stored_bytes, structure_bytes, corners, 0, codec)
+    header = AssetHeader(
+        store="dense",
+        min_level=level,
+        bitwidth=0,
+        feature_dim=1,
+        rank=0,
+        scale=1.0,
+        offset=np.zeros(3),
+        mlp=dense.mlp,
+        chunks=(entry,),
+    )
+    return pack_header(header)
+
+
+@pytest.mark.parametrize(
+    ("level", "corners", "stored_bytes", "codec", "message"),
+    [
+        (12, 4097**3, 2 * 4097**3, "none", "over the"),  # beyond the chunk cap
+        (3, 10**6, 2 * 10**6, "none", "impossible at level 3"),  # more corners than cells allow
+        (9, 513**3, 2**40, "zlib", "over the"),
+        (9, 513**3, 2 * 513**3 + 10, "none", "contents need"),  # inconsistent sizes
+        (9, 513**3, None, "none", "no complete level"),  # plausible but absent
+        (9, 513**3, 1000, "zlib", "no complete level"),
+    ],
+)
+def test_lying_headers_allocate_nothing(
+    level: int, corners: int, stored_bytes: int | None, codec: str, message: str
+) -> None:
+    header = lying_header(level, corners, stored_bytes, codec)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AssetError, match=message):
+            read_asset(header + bytes(100))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_CAP_BYTES
+
+
+@pytest.mark.parametrize("codec", ["zlib", "zstd"])
+def test_a_compressed_bomb_stops_at_the_declared_size(codec: str) -> None:
+    """A chunk that inflates far beyond its table entry is cut off, not inflated."""
+    bomb = compress(bytes(32 << 20), codec)  # 32 MiB of zeros, far beyond the memory cap
+    header = lying_header(5, 33**3, len(bomb), codec)  # declares ~72 kB of contents
+    table_crc_offset = len(header) - 4 - 32 + 24
+    data = bytearray(header + bomb)
+    struct.pack_into("<I", data, table_crc_offset, zlib.crc32(bomb))
+    struct.pack_into("<I", data, len(header) - 4, zlib.crc32(bytes(data[: len(header) - 4])))
+    tracemalloc.start()
+    try:
+        with pytest.raises(AssetError):
+            read_asset(bytes(data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_CAP_BYTES
+
+
+def test_max_level_below_the_coarsest_level_is_a_user_error() -> None:
+    with pytest.raises(VbnfError, match="below the coarsest"):
+        read_asset(SMALL_ASSETS["none"], max_level=0)
