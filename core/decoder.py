@@ -31,7 +31,7 @@ AVERAGING_DIRECTION_COUNT = 32
 DEFAULT_BATCH_POINTS = 1 << 15
 
 
-AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT)
+AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT, hemisphere=False)
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,15 @@ class SheetBlock:
 LABEL_WIDTH_PX = 170
 HEADER_PX = 18
 TILE_GAP_PX = 2
+MIN_TILE_PX = 64  # smaller renders are enlarged (nearest neighbour) to stay legible
 
 
 def contact_sheet(blocks: Sequence[SheetBlock], path: Path) -> None:
     """A grid per scene: one row per method, ground truth first, then coarsest to finest."""
     from PIL import Image, ImageDraw, ImageFont
 
-    tile_h, tile_w = blocks[0].ground_truth.shape[:2]
+    enlarge = max(1, -(-MIN_TILE_PX // min(blocks[0].ground_truth.shape[:2])))
+    tile_h, tile_w = (enlarge * side for side in blocks[0].ground_truth.shape[:2])
     columns = 1 + max(len(block.levels) for block in blocks)
     width = LABEL_WIDTH_PX + columns * (tile_w + TILE_GAP_PX)
     height = sum(HEADER_PX + len(block.rows) * (tile_h + TILE_GAP_PX) for block in blocks)
@@ -90,7 +92,7 @@ def contact_sheet(blocks: Sequence[SheetBlock], path: Path) -> None:
     font = ImageFont.load_default(size=11)
     top = 0
     for block in blocks:
-        headings = ["ground truth", *(f"level {level}" for level in block.levels)]
+        headings = ["truth", *(f"level {level}" for level in block.levels)]
         draw.text((2, top + 3), block.title, fill="black", font=font)
         for column, heading in enumerate(headings):
             x = LABEL_WIDTH_PX + column * (tile_w + TILE_GAP_PX)
@@ -100,7 +102,8 @@ def contact_sheet(blocks: Sequence[SheetBlock], path: Path) -> None:
             draw.text((2, top + tile_h // 2 - 6), label, fill="black", font=font)
             for column, image in enumerate([block.ground_truth, *renders]):
                 x = LABEL_WIDTH_PX + column * (tile_w + TILE_GAP_PX)
-                sheet.paste(_to_image(image), (x, top))
+                tile = _to_image(image).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+                sheet.paste(tile, (x, top))
             top += tile_h + TILE_GAP_PX
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, optimize=True)

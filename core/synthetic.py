@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import framing_distance, orbit_cameras
+from .cameras import BoundingSphere, plan_views
 from .dataset import (
     FrameRecord,
     Intrinsics,
@@ -27,7 +27,7 @@ from .dataset import (
 LIGHT_DIRECTION = np.array([0.4, -0.5, 0.75]) / np.linalg.norm([0.4, -0.5, 0.75])
 AMBIENT = 0.35
 SCENE_RADIUS = 1.2
-FOV_RAD = math.radians(40.0)
+FOV_DEG = 40.0
 
 
 @dataclass(frozen=True)
@@ -138,13 +138,18 @@ def write_synthetic_dataset(
 ) -> Path:
     """Render the scene from cameras on a sphere and write a dataset folder; returns it."""
     out_dir = Path(out_dir)
-    focal_px = 0.5 * resolution_px / math.tan(0.5 * FOV_RAD)
+    plan = plan_views(
+        BoundingSphere(np.zeros(3), SCENE_RADIUS),
+        train_views=train_views,
+        test_views=test_views,
+        hemisphere=False,
+        fov_deg=FOV_DEG,
+    )
+    focal_px = 0.5 * resolution_px / math.tan(0.5 * plan.fov_rad)
     intrinsics = Intrinsics(
         resolution_px, resolution_px, focal_px, focal_px, 0.5 * resolution_px, 0.5 * resolution_px
     )
-    distance = framing_distance(SCENE_RADIUS, FOV_RAD)
-    for split, count, phase in (("train", train_views, 0.0), ("test", test_views, 0.5)):
-        poses = orbit_cameras(np.zeros(3), distance, count, phase=phase)
+    for split, poses in (("train", plan.train_poses), ("test", plan.test_poses)):
         records = []
         for index, pose in enumerate(poses):
             rgba, depth = render_view(pose, intrinsics)

@@ -26,9 +26,9 @@ import blender_scenes as scenes  # noqa: E402
 import bpy  # noqa: E402
 from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
-from vbnf_blender import cameras, capture  # noqa: E402
+from vbnf_blender import capture  # noqa: E402
 
-from core import dataset  # noqa: E402
+from core import cameras, dataset  # noqa: E402
 
 TINY = capture.CaptureSettings(
     train_views=4, test_views=1, resolution_px=32, samples=2, denoise=False

@@ -8,6 +8,14 @@ Under a Blender binary (the scene is already loaded, so SCENE.blend is optional)
 
     blender -b SCENE.blend --python addon/vbnf_blender/batch.py -- capture -o DATASET_DIR ...
 
+``bake`` runs the whole pipeline of the Bake button (capture, training in a subprocess, asset)
+for one or more .blend files, writing ``OUT_DIR/<file name>.vbnf`` for each::
+
+    python addon/vbnf_blender/batch.py bake A.blend B.blend -o OUT_DIR [--epochs E] ...
+    blender -b A.blend --python addon/vbnf_blender/batch.py -- bake -o OUT_DIR --python PY
+
+A file that fails is reported and the others still bake; the exit code is 1 if any failed.
+
 Each command is one argparse sub-parser whose ``run`` default is the function that carries it
 out, so a new command (``bake``) is one more ``_add_*_command`` call and one function. User
 errors end with a one-line message and exit code 1, not a traceback.
@@ -30,6 +38,8 @@ if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
 import bpy  # noqa: E402
+
+from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, test_views_for  # noqa: E402
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
 
@@ -51,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batch.py", description="Headless VBNF commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_capture_command(commands)
+    _add_bake_command(commands)
     return parser
 
 
@@ -104,6 +115,72 @@ def run_capture(args: argparse.Namespace) -> None:
         f"dataset written to {out_dir} ({settings.train_views} train + {settings.test_views} "
         f"test views, {time.monotonic() - started:.1f} s)"
     )
+
+
+def _add_bake_command(commands: argparse._SubParsersAction) -> None:
+    defaults = BakeSettings()
+    command = commands.add_parser(
+        "bake",
+        help="capture, train and write OUT_DIR/<file>.vbnf for each .blend file",
+        description="Bake .blend files into .vbnf assets: Cycles capture, then training in a "
+        "separate Python process (the Bake button's pipeline).",
+    )
+    command.add_argument(
+        "scenes", nargs="*", type=Path, metavar="SCENE", help=".blend files (optional under -b)"
+    )
+    command.add_argument("-o", "--output", required=True, type=Path, help="folder for the assets")
+    command.add_argument("--views", type=int, default=defaults.train_views, help="training views")
+    command.add_argument(
+        "--resolution", type=int, default=defaults.resolution_px, help="image side in pixels"
+    )
+    command.add_argument("--samples", type=int, default=defaults.samples, help="Cycles samples")
+    command.add_argument("--bitwidth", type=int, default=defaults.bitwidth)
+    command.add_argument("--min-level", type=int, default=defaults.min_level)
+    command.add_argument("--max-level", type=int, default=defaults.max_level)
+    command.add_argument("--epochs", type=int, default=defaults.epochs)
+    command.add_argument("--batch-rays", type=int, help="rays per training step (engine default)")
+    command.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    command.add_argument(
+        "--python", default="", help="Python with torch that trains (default: this one)"
+    )
+    command.set_defaults(run=run_bake)
+
+
+def run_bake(args: argparse.Namespace) -> None:
+    """Bake each file in turn; failures are reported and counted, not fatal to the rest."""
+    settings = BakeSettings(
+        train_views=args.views,
+        test_views=test_views_for(args.views),
+        resolution_px=args.resolution,
+        samples=args.samples,
+        bitwidth=args.bitwidth,
+        min_level=args.min_level,
+        max_level=args.max_level,
+        epochs=args.epochs,
+        device=args.device,
+        batch_rays=args.batch_rays,
+    )
+    settings.validate()
+    blends: list[Path | None] = list(args.scenes) or [None]
+    failed = []
+    for blend in blends:
+        name = blend.name if blend is not None else Path(bpy.data.filepath).name
+        started = time.monotonic()
+        try:
+            scene = _load_scene(blend)
+            asset_path = args.output / f"{Path(bpy.data.filepath).stem}.vbnf"
+            job = BakeJob(scene, settings, asset_path, python=args.python)
+            with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
+                job.run(on_progress=show_progress.bake)
+        except (UsageError, VbnfError) as error:
+            print(f"error: {name}: {error}", file=sys.stderr)
+            failed.append(name)
+            continue
+        print(
+            f"{asset_path} ({asset_path.stat().st_size} bytes, {time.monotonic() - started:.0f} s)"
+        )
+    if failed:
+        raise UsageError(f"{len(failed)} of {len(blends)} files failed: {', '.join(failed)}")
 
 
 def _load_scene(blend_path: Path | None) -> bpy.types.Scene:
@@ -173,10 +250,19 @@ class _ProgressLine:
             self._terminal.flush()
 
     def __call__(self, progress: CaptureProgress) -> None:
-        filled = round(PROGRESS_BAR_CHARS * progress.fraction)
-        bar = "#" * filled + "-" * (PROGRESS_BAR_CHARS - filled)
         done = f"{progress.views_done}/{progress.total_views}"
-        self._terminal.write(f"\rcapture [{bar}] {done} {progress.file_path}")
+        self._draw(f"capture [{self._bar(progress.fraction)}] {done} {progress.file_path}")
+
+    def bake(self, progress: BakeProgress) -> None:
+        self._draw(f"bake [{self._bar(progress.fraction)}] {progress.stage}: {progress.message}")
+
+    @staticmethod
+    def _bar(fraction: float) -> str:
+        filled = round(PROGRESS_BAR_CHARS * fraction)
+        return "#" * filled + "-" * (PROGRESS_BAR_CHARS - filled)
+
+    def _draw(self, line: str) -> None:
+        self._terminal.write(f"\r{line[:100]:<100}")
         self._terminal.flush()
         self._line_open = True
 

@@ -29,8 +29,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import cameras
-from .engine import VbnfError, dataset
+from .engine import VbnfError, cameras, dataset
 
 GEOMETRY_TYPES = frozenset(
     {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
@@ -51,7 +50,8 @@ class CaptureCancelled(CaptureError):
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    """What to render. Defaults trade quality for about a minute per 100 views on a laptop CPU.
+    """What to render. The defaults cost about 2 s a view on 2 CPU cores for a small scene
+    (Suzanne and a cube), half of it denoising: some 4 minutes for the 110 views.
 
     ``resolution_px`` is the side of the square images; ``fov_deg`` the camera's field of view.
     ``hemisphere`` keeps cameras above the target's centre, for objects standing on a floor.

@@ -20,19 +20,19 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
-    from .core import dataset
+    from .core import cameras, dataset
     from .core.dataset import atomic_write_bytes
     from .core.decoder import FieldDecoder
     from .core.errors import AssetError, VbnfError
     from .core.field_data import FieldData
     from .core.vbnf import asset_info, cut_asset, read_asset
 else:
-    from core import dataset  # type: ignore[no-redef]
-    from core.dataset import atomic_write_bytes  # type: ignore[no-redef]
-    from core.decoder import FieldDecoder  # type: ignore[no-redef,assignment]
-    from core.errors import AssetError, VbnfError  # type: ignore[no-redef,assignment]
-    from core.field_data import FieldData  # type: ignore[no-redef,assignment]
-    from core.vbnf import asset_info, cut_asset, read_asset  # type: ignore[no-redef]
+    from core import cameras, dataset
+    from core.dataset import atomic_write_bytes
+    from core.decoder import FieldDecoder
+    from core.errors import AssetError, VbnfError
+    from core.field_data import FieldData
+    from core.vbnf import asset_info, cut_asset, read_asset
 
 __all__ = [
     "ENGINE_ROOT",
@@ -42,6 +42,7 @@ __all__ = [
     "VbnfError",
     "asset_info",
     "atomic_write_bytes",
+    "cameras",
     "cut_asset",
     "dataset",
     "read_asset",

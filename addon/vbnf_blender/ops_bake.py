@@ -12,7 +12,7 @@ fire, ``execute`` runs the same job to the end in the call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
@@ -27,6 +27,9 @@ from .bake_job import (
 )
 from .engine import VbnfError
 from .preferences import python_preference
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems, WmReportItems
 
 TIMER_INTERVAL_S = 0.1
 
@@ -47,8 +50,8 @@ def bake_settings(props: Any) -> BakeSettings:
 
 
 def make_job(context: bpy.types.Context) -> BakeJob:
-    scene = context.scene
-    props = scene.vbnf_bake  # type: ignore[attr-defined]
+    scene: Any = context.scene
+    props = scene.vbnf_bake
     objects = None
     if props.target == "SELECTION":
         objects = list(context.selected_objects)
@@ -78,14 +81,15 @@ def status_line(progress: BakeProgress) -> str:
 
 
 def show_progress(context: bpy.types.Context, progress: BakeProgress) -> None:
-    status = context.window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+    window_manager: Any = context.window_manager
+    status = window_manager.vbnf_bake_status
     status.stage = progress.stage
     status.message = progress.message
     status.fraction = progress.fraction
     status.epoch = progress.epoch or 0
     status.psnr = progress.psnr or 0.0
     status.seconds_left = -1.0 if progress.seconds_left is None else progress.seconds_left
-    context.window_manager.progress_update(progress.fraction)
+    window_manager.progress_update(progress.fraction)
     if context.workspace is not None:
         context.workspace.status_text_set(status_line(progress))
     for area in context.screen.areas if context.screen is not None else []:
@@ -93,7 +97,7 @@ def show_progress(context: bpy.types.Context, progress: BakeProgress) -> None:
             area.tag_redraw()
 
 
-def outcome_report(job: BakeJob) -> tuple[set[str], str]:
+def outcome_report(job: BakeJob) -> tuple[set[WmReportItems], str]:
     """The report type and text for how a finished bake ended."""
     if job.stage == "failed":
         return {"ERROR"}, f"Bake failed: {job.error}"
@@ -105,25 +109,30 @@ def outcome_report(job: BakeJob) -> tuple[set[str], str]:
     return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest})"
 
 
-class VBNF_OT_bake(bpy.types.Operator):
+def _status(context: bpy.types.Context) -> Any:
+    """The running bake's status (``WindowManager.vbnf_bake_status``)."""
+    return context.window_manager.vbnf_bake_status  # type: ignore[union-attr]
+
+
+class VBNF_OT_bake(bpy.types.Operator):  # noqa: N801  # Blender's naming
     """Capture the scene or selection with Cycles, train a compressed neural field in a \
 separate process and import it as a volume"""
 
     bl_idname = "vbnf.bake"
     bl_label = "Bake Neural Field"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER"}  # noqa: RUF012  # Blender reads a set
 
     _job: BakeJob | None = None
     _timer: bpy.types.Timer | None = None
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if context.window_manager.vbnf_bake_status.running:  # type: ignore[attr-defined]
+        if _status(context).running:
             cls.poll_message_set("A bake is already running")
             return False
         return context.scene is not None
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         try:
             job = make_job(context)
             job.run(on_progress=lambda progress: show_progress(context, progress))
@@ -139,7 +148,9 @@ separate process and import it as a volume"""
         self.report(report_type, text)
         return {"FINISHED"}
 
-    def invoke(self, context: bpy.types.Context, _event: bpy.types.Event) -> set[str]:
+    def invoke(
+        self, context: bpy.types.Context, _event: bpy.types.Event
+    ) -> set[OperatorReturnItems]:
         try:
             job = make_job(context)
         except VbnfError as error:
@@ -149,8 +160,8 @@ separate process and import it as a volume"""
         if job.finished:
             return self._finish(context, job)
         self._job = job
-        window_manager = context.window_manager
-        status = window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+        window_manager: Any = context.window_manager
+        status = window_manager.vbnf_bake_status
         status.running, status.cancel_requested = True, False
         window_manager.progress_begin(0.0, 1.0)
         self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
@@ -158,7 +169,7 @@ separate process and import it as a volume"""
         show_progress(context, job.progress)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[OperatorReturnItems]:
         job = self._job
         assert job is not None
         if event.type == "ESC" and event.value == "PRESS":
@@ -166,7 +177,7 @@ separate process and import it as a volume"""
             return {"RUNNING_MODAL"}
         if event.type != "TIMER" or event.timer != self._timer:  # type: ignore[attr-defined]
             return {"PASS_THROUGH"}
-        if context.window_manager.vbnf_bake_status.cancel_requested:  # type: ignore[attr-defined]
+        if _status(context).cancel_requested:
             job.cancel()
         show_progress(context, job.advance())
         if job.finished:
@@ -179,7 +190,7 @@ separate process and import it as a volume"""
             self._job.close()
         self._end_progress(context)
 
-    def _finish(self, context: bpy.types.Context, job: BakeJob) -> set[str]:
+    def _finish(self, context: bpy.types.Context, job: BakeJob) -> set[OperatorReturnItems]:
         job.close()
         self._end_progress(context)
         report_type, text = outcome_report(job)
@@ -187,31 +198,31 @@ separate process and import it as a volume"""
         return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
 
     def _end_progress(self, context: bpy.types.Context) -> None:
-        window_manager = context.window_manager
+        window_manager: Any = context.window_manager
         if self._timer is not None:
             window_manager.event_timer_remove(self._timer)
             self._timer = None
         window_manager.progress_end()
-        status = window_manager.vbnf_bake_status  # type: ignore[attr-defined]
+        status = window_manager.vbnf_bake_status
         status.running = status.cancel_requested = False
         if context.workspace is not None:
             context.workspace.status_text_set(None)
         self._job = None
 
 
-class VBNF_OT_bake_cancel(bpy.types.Operator):
+class VBNF_OT_bake_cancel(bpy.types.Operator):  # noqa: N801
     """Stop the running bake (training writes a checkpoint before it exits)"""
 
     bl_idname = "vbnf.bake_cancel"
     bl_label = "Cancel Bake"
-    bl_options = {"INTERNAL"}
+    bl_options = {"INTERNAL"}  # noqa: RUF012
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return bool(context.window_manager.vbnf_bake_status.running)  # type: ignore[attr-defined]
+        return bool(_status(context).running)
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        context.window_manager.vbnf_bake_status.cancel_requested = True  # type: ignore[attr-defined]
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        _status(context).cancel_requested = True
         return {"FINISHED"}
 
 

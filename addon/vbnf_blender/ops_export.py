@@ -7,27 +7,33 @@ exported file is a smaller but complete asset, not a truncated prefix.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
+from . import volume
 from .engine import VbnfError, atomic_write_bytes, cut_asset
 
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
 
-def _asset_settings(context: bpy.types.Context) -> object | None:
+
+def _asset_settings(context: bpy.types.Context) -> Any:
+    """``Object.vbnf`` of the active object if it shows a neural field, else None."""
     obj = context.active_object
-    if obj is None or obj.type != "VOLUME" or not obj.vbnf.asset_path:  # type: ignore[attr-defined]
+    if obj is None or not volume.is_preview(obj):
         return None
     return obj.vbnf  # type: ignore[attr-defined]
 
 
-class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):
+class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):  # noqa: N801  # Blender's naming
     """Export the active neural field, whole or cut to a level of detail"""
 
     bl_idname = "export_scene.vbnf"
     bl_label = "Export Neural Field"
-    bl_options = {"REGISTER", "PRESET"}
+    bl_options = {"REGISTER", "PRESET"}  # noqa: RUF012  # Blender reads a set
 
     filename_ext = ".vbnf"
     filter_glob: StringProperty(default="*.vbnf", options={"HIDDEN"})  # type: ignore[valid-type]
@@ -47,23 +53,24 @@ class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):
             return False
         return True
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def invoke(  # type: ignore[override]  # Operator and ExportHelper disagree in the stubs
+        self, context: bpy.types.Context, event: bpy.types.Event
+    ) -> set[OperatorReturnItems]:
+        """Start from the level the slider shows."""
         settings = _asset_settings(context)
         if settings is not None and not self.properties.is_property_set("level"):
-            self.level = settings.lod  # type: ignore[attr-defined]
-        return ExportHelper.invoke(self, context, event)  # type: ignore[no-any-return]
+            self.level = settings.lod
+        return ExportHelper.invoke(self, context, event)  # type: ignore[return-value]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         settings = _asset_settings(context)
         assert settings is not None  # poll
-        source = Path(bpy.path.abspath(settings.asset_path))  # type: ignore[attr-defined]
-        target = Path(self.filepath)
+        source = Path(bpy.path.abspath(settings.asset_path))
+        target = Path(self.filepath)  # type: ignore[attr-defined]  # declared by ExportHelper
         try:
             if target.resolve() == source.resolve():
                 raise VbnfError("choose another file than the asset itself", target)
-            data = (
-                cut_asset(source, level=self.level) if self.use_level else source.read_bytes()
-            )
+            data = cut_asset(source, level=self.level) if self.use_level else source.read_bytes()
             atomic_write_bytes(target, data)
         except (VbnfError, OSError) as error:
             self.report({"ERROR"}, str(error))
@@ -73,15 +80,15 @@ class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
-def menu_export(self: bpy.types.Menu, _context: bpy.types.Context) -> None:
+def menu_export(self: Any, _context: bpy.types.Context) -> None:
     self.layout.operator(EXPORT_SCENE_OT_vbnf.bl_idname, text="Neural Field (.vbnf)")
 
 
 def register() -> None:
     bpy.utils.register_class(EXPORT_SCENE_OT_vbnf)
-    bpy.types.TOPBAR_MT_file_export.append(menu_export)
+    bpy.types.TOPBAR_MT_file_export.append(menu_export)  # type: ignore[arg-type]  # stub wrong
 
 
 def unregister() -> None:
-    bpy.types.TOPBAR_MT_file_export.remove(menu_export)
+    bpy.types.TOPBAR_MT_file_export.remove(menu_export)  # type: ignore[arg-type]
     bpy.utils.unregister_class(EXPORT_SCENE_OT_vbnf)

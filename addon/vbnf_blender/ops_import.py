@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import IntProperty, StringProperty
@@ -11,13 +12,16 @@ from bpy_extras.io_utils import ImportHelper
 from . import volume
 from .engine import VbnfError
 
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
 
-class IMPORT_SCENE_OT_vbnf(bpy.types.Operator, ImportHelper):
+
+class IMPORT_SCENE_OT_vbnf(bpy.types.Operator, ImportHelper):  # type: ignore[misc]  # noqa: N801
     """Import a neural field as a Volume object with a level-of-detail slider"""
 
     bl_idname = "import_scene.vbnf"
     bl_label = "Import Neural Field"
-    bl_options = {"REGISTER", "UNDO", "PRESET"}
+    bl_options = {"REGISTER", "UNDO", "PRESET"}  # noqa: RUF012  # Blender reads a set
 
     filename_ext = ".vbnf"
     filter_glob: StringProperty(default="*.vbnf", options={"HIDDEN"})  # type: ignore[valid-type]
@@ -29,19 +33,21 @@ class IMPORT_SCENE_OT_vbnf(bpy.types.Operator, ImportHelper):
         max=12,
     )
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        collection = context.collection or context.scene.collection
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        view_layer: Any = context.view_layer
+        collection = context.collection or view_layer.layer_collection.collection
+        filepath = self.filepath  # type: ignore[attr-defined]  # declared by ImportHelper
         try:
             obj = volume.import_asset(
-                Path(self.filepath), collection, None if self.level < 0 else self.level
+                Path(filepath), collection, None if self.level < 0 else self.level
             )
         except (VbnfError, OSError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        for other in context.view_layer.objects:
+        for other in view_layer.objects:
             other.select_set(False)
         obj.select_set(True)
-        context.view_layer.objects.active = obj
+        view_layer.objects.active = obj
         settings = obj.vbnf  # type: ignore[attr-defined]
         self.report(
             {"INFO"},
@@ -51,15 +57,15 @@ class IMPORT_SCENE_OT_vbnf(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-def menu_import(self: bpy.types.Menu, _context: bpy.types.Context) -> None:
+def menu_import(self: Any, _context: bpy.types.Context) -> None:
     self.layout.operator(IMPORT_SCENE_OT_vbnf.bl_idname, text="Neural Field (.vbnf)")
 
 
 def register() -> None:
     bpy.utils.register_class(IMPORT_SCENE_OT_vbnf)
-    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)  # type: ignore[arg-type]  # stub wrong
 
 
 def unregister() -> None:
-    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)  # type: ignore[arg-type]
     bpy.utils.unregister_class(IMPORT_SCENE_OT_vbnf)

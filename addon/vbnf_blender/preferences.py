@@ -13,8 +13,8 @@ from bpy.props import StringProperty
 
 def addon_preferences(context: bpy.types.Context) -> VBNFPreferences | None:
     """This add-on's preferences (None while the add-on is not enabled, e.g. in batch mode)."""
-    addon = context.preferences.addons.get(__package__)
-    return None if addon is None else addon.preferences  # type: ignore[return-value]
+    addon = context.preferences.addons.get(__package__)  # type: ignore[union-attr]
+    return None if addon is None else addon.preferences
 
 
 def python_preference(context: bpy.types.Context) -> str:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import bpy
@@ -42,31 +43,53 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         default="SCENE",
     )
     views: IntProperty(  # type: ignore[valid-type]
-        name="Views", description="Training views rendered around the target", default=100,
-        min=4, soft_max=400,
+        name="Views",
+        description="Training views rendered around the target",
+        default=100,
+        min=4,
+        soft_max=400,
     )
     resolution: IntProperty(  # type: ignore[valid-type]
-        name="Resolution", description="Side of the square training images in pixels",
-        default=128, min=16, soft_max=1024, subtype="PIXEL",
+        name="Resolution",
+        description="Side of the square training images in pixels",
+        default=128,
+        min=16,
+        soft_max=1024,
+        subtype="PIXEL",
     )
     samples: IntProperty(  # type: ignore[valid-type]
-        name="Samples", description="Cycles samples per training view", default=32, min=1,
+        name="Samples",
+        description="Cycles samples per training view",
+        default=32,
+        min=1,
         soft_max=1024,
     )
     bitwidth: IntProperty(  # type: ignore[valid-type]
-        name="Bitwidth", description="Bits per codebook index: the codebook has 2^b entries",
-        default=4, min=1, max=8,
+        name="Bitwidth",
+        description="Bits per codebook index: the codebook has 2^b entries",
+        default=4,
+        min=1,
+        max=8,
     )
     min_level: IntProperty(  # type: ignore[valid-type]
-        name="Coarsest Level", description="Coarsest octree level with features", default=3,
-        min=0, max=MAX_LEVEL,
+        name="Coarsest Level",
+        description="Coarsest octree level with features",
+        default=3,
+        min=0,
+        max=MAX_LEVEL,
     )
     max_level: IntProperty(  # type: ignore[valid-type]
-        name="Finest Level", description="Finest octree level with features", default=6,
-        min=0, max=MAX_LEVEL,
+        name="Finest Level",
+        description="Finest octree level with features",
+        default=6,
+        min=0,
+        max=MAX_LEVEL,
     )
     epochs: IntProperty(  # type: ignore[valid-type]
-        name="Epochs", description="Passes over all training rays", default=10, min=1,
+        name="Epochs",
+        description="Passes over all training rays",
+        default=10,
+        min=1,
         soft_max=200,
     )
     device: EnumProperty(  # type: ignore[valid-type]
@@ -82,6 +105,7 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         description="Folder for the .vbnf file; empty: next to the .blend file",
         default="",
         subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
 
 
@@ -106,8 +130,9 @@ class LevelBytesProperties(bpy.types.PropertyGroup):
 def _lod_changed(self: AssetProperties, _context: bpy.types.Context | None) -> None:
     """Clamp the slider to the levels the asset holds, then show that level's grids.
 
-    Update callbacks cannot raise to whoever set the value, so a failure (asset file moved
-    away) is kept in ``lod_error`` for the panel and for the importer to report.
+    Update callbacks cannot raise to whoever set the value (Blender prints the exception and
+    carries on), so a failure, such as an asset file moved away, is kept in ``lod_error`` for
+    the panel and for the importer to report.
     """
     if not self.asset_path:
         return
@@ -116,16 +141,21 @@ def _lod_changed(self: AssetProperties, _context: bpy.types.Context | None) -> N
         self.lod = clamped  # runs this callback again with the clamped value
         return
     try:
-        volume.show_level(self.id_data, clamped)
-    except (VbnfError, OSError) as error:
-        self.lod_error = str(error)
+        volume.show_level(self.id_data, clamped)  # type: ignore[arg-type]  # an Object
+    except Exception as error:  # anything else would vanish into the console
+        if not isinstance(error, VbnfError | OSError):
+            traceback.print_exc()
+        self.lod_error = str(error) or type(error).__name__
     else:
         self.lod_error = ""
 
 
 class AssetProperties(bpy.types.PropertyGroup):
     asset_path: StringProperty(  # type: ignore[valid-type]
-        name="Asset", description="The .vbnf file this volume shows", subtype="FILE_PATH"
+        name="Asset",
+        description="The .vbnf file this volume shows",
+        subtype="FILE_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
     asset_digest: StringProperty()  # type: ignore[valid-type]  # names the grid cache
     lod: IntProperty(  # type: ignore[valid-type]

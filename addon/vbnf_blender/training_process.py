@@ -117,7 +117,17 @@ def train_command(
     python: str, dataset_dir: Path, run_dir: Path, options: Sequence[str] = ()
 ) -> list[str]:
     """``python -m core train DATASET -o RUN_DIR --events`` plus the engine's own options."""
-    return [python, "-m", "core", "train", str(dataset_dir), "-o", str(run_dir), "--events", *options]
+    return [
+        python,
+        "-m",
+        "core",
+        "train",
+        str(dataset_dir),
+        "-o",
+        str(run_dir),
+        "--events",
+        *options,
+    ]
 
 
 @dataclass

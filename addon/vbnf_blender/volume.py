@@ -75,9 +75,9 @@ def load_openvdb() -> ModuleType:
     except ImportError:
         pass
     try:
-        import pyopenvdb  # type: ignore[import-not-found]
+        import pyopenvdb
 
-        return pyopenvdb  # type: ignore[no-any-return]
+        return pyopenvdb
     except ImportError as error:
         raise VbnfError("this Blender has no OpenVDB Python module (openvdb)") from error
 
@@ -115,9 +115,9 @@ def level_voxels(
     across = VOXELS_PER_CELL << level
     voxel_size_m = 2.0 / (across * field.scale)
     cells = field.octree.cells[level]
-    sub = np.stack(
-        np.meshgrid(*[np.arange(VOXELS_PER_CELL)] * 3, indexing="ij"), axis=-1
-    ).reshape(-1, 3)
+    sub = np.stack(np.meshgrid(*[np.arange(VOXELS_PER_CELL)] * 3, indexing="ij"), axis=-1).reshape(
+        -1, 3
+    )
     ijk = (cells[:, None, :] * VOXELS_PER_CELL + sub[None]).reshape(-1, 3)
     centres = field.to_world((ijk + 0.5) * (2.0 / across) - 1.0)
     density, rgb = decoder.query(centres, level)
@@ -170,7 +170,7 @@ def _fill_grid(grid: Any, ijk: np.ndarray, values: np.ndarray) -> None:
         local = ijk[inside] - np.array([x0, low[1], low[2]])
         block = np.zeros((slab, extent[1], extent[2], *values.shape[1:]), dtype=np.float32)
         block[local[:, 0], local[:, 1], local[:, 2]] = values[inside]
-        grid.copyFromArray(block, ijk=(x0, int(low[1]), int(low[2])), tolerance=0.0)
+        grid.copyFromArray(block, ijk=(x0, int(low[1]), int(low[2])))
 
 
 def cache_root() -> Path:

@@ -1,0 +1,111 @@
+"""The VBNF tab in the 3D viewport's sidebar (N panel): bake settings and progress, and for an
+imported neural field its level-of-detail slider and what each level costs to stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import volume
+from .ops_bake import VBNF_OT_bake, VBNF_OT_bake_cancel
+
+CATEGORY = "VBNF"
+
+
+def format_bytes(count: int) -> str:
+    """Exact byte counts, grouped, so the readout can be checked against ``core info``."""
+    return f"{count:,} B"
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
+    bl_label = "Bake Neural Field"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout: Any = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        props = context.scene.vbnf_bake  # type: ignore[union-attr]
+        status = context.window_manager.vbnf_bake_status  # type: ignore[union-attr]
+        settings = layout.column()
+        settings.enabled = not status.running
+        settings.prop(props, "target")
+        capture = settings.column(heading="Capture", align=True)
+        capture.prop(props, "views")
+        capture.prop(props, "resolution")
+        capture.prop(props, "samples")
+        training = settings.column(heading="Training", align=True)
+        training.prop(props, "bitwidth")
+        training.prop(props, "min_level")
+        training.prop(props, "max_level")
+        training.prop(props, "epochs")
+        training.prop(props, "device")
+        settings.prop(props, "output_dir")
+        if status.running:
+            self._draw_progress(layout, status)
+        else:
+            layout.operator(VBNF_OT_bake.bl_idname, icon="RENDER_STILL")
+
+    @staticmethod
+    def _draw_progress(layout: bpy.types.UILayout, status: Any) -> None:
+        column = layout.column(align=True)
+        column.progress(factor=status.fraction, text=status.message or status.stage)
+        details = []
+        if status.epoch:
+            details.append(f"Epoch {status.epoch}")
+        if status.psnr:
+            details.append(f"{status.psnr:.1f} dB")
+        if status.seconds_left >= 0.0:
+            details.append(f"{format_seconds(status.seconds_left)} left")
+        if details:
+            column.label(text="  ".join(details))
+        column.operator(VBNF_OT_bake_cancel.bl_idname, text="Cancel", icon="CANCEL")
+
+
+class VIEW3D_PT_vbnf_asset(bpy.types.Panel):  # noqa: N801
+    bl_label = "Neural Field"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        return obj is not None and volume.is_preview(obj)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout: Any = self.layout
+        settings = context.active_object.vbnf  # type: ignore[union-attr]
+        layout.prop(settings, "asset_path", text="")
+        layout.prop(settings, "lod", slider=True)
+        if settings.lod_error:
+            layout.label(text=settings.lod_error, icon="ERROR")
+        layout.label(text=f"{settings.voxel_count} voxels at level {settings.lod}")
+        layout.label(
+            text=f"{settings.store}, b={settings.bitwidth}, k={settings.feature_dim}, "
+            f"header {format_bytes(settings.header_bytes)}"
+        )
+        table = layout.column(align=True)
+        header = table.row(align=True)
+        for title in ("Level", "Bytes", "Streamed"):
+            header.label(text=title)
+        for level in settings.levels:
+            row = table.row(align=True)
+            row.active = level.present
+            marker = "> " if level.level == settings.lod else ""
+            row.label(text=f"{marker}{level.level}")
+            row.label(text=format_bytes(level.bytes))
+            row.label(text=format_bytes(level.cumulative_bytes))
+        layout.label(text=f"Total {format_bytes(settings.total_bytes)}")
+
+
+CLASSES = (VIEW3D_PT_vbnf_bake, VIEW3D_PT_vbnf_asset)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -1,0 +1,327 @@
+"""The built extension end to end with real bpy: install, bake, import, LOD, bytes, render,
+save and reload, export, failures, batch baking, unregister.
+
+One tiny scene is baked once through the Bake operator (12 views of 24 px, one epoch, levels
+2..4); the tests then reopen the saved .blend, which is itself the save-and-reload check. All
+tests share one worker (xdist group) because the installed extension lives in that process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_DIR = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+import addon_extension  # noqa: E402
+import blender_scenes as scenes  # noqa: E402
+import bpy  # noqa: E402
+from core_cli import run_core  # noqa: E402
+from mathutils import Vector  # noqa: E402
+
+pytestmark = [pytest.mark.blender, pytest.mark.xdist_group("addon")]
+
+BATCH_SCRIPT = REPO_DIR / "addon" / "vbnf_blender" / "batch.py"
+TINY_BAKE = {
+    "views": 12,
+    "resolution": 24,
+    "samples": 2,
+    "bitwidth": 4,
+    "min_level": 2,
+    "max_level": 4,
+    "epochs": 1,
+}
+LEVELS = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Baked:
+    blend: Path
+    asset: Path
+    seconds: float
+
+
+def _tiny_scene() -> None:
+    """Two emissive primitives: colours that do not depend on lighting, geometry that does
+    not fill the octree's cube, so levels differ in voxel count."""
+    addon_extension.reset_file()
+    sphere = scenes.add_uv_sphere("Sphere", radius_m=0.8)
+    scenes.set_emission(sphere, (0.8, 0.3, 0.1))
+    cube = scenes.add_cube("Cube", location=(1.3, 0.0, 0.0), size_m=0.8)
+    scenes.set_emission(cube, (0.1, 0.4, 0.9))
+
+
+def _set_bake_settings(**overrides: Any) -> None:
+    props: Any = bpy.context.scene.vbnf_bake  # type: ignore[union-attr]
+    for name, value in {**TINY_BAKE, **overrides}.items():
+        setattr(props, name, value)
+
+
+@pytest.fixture(scope="module")
+def extension() -> ModuleType:
+    return addon_extension.ensure_extension()
+
+
+@pytest.fixture(scope="module")
+def baked(extension: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Baked:
+    folder = tmp_path_factory.mktemp("baked")
+    _tiny_scene()
+    blend = folder / "tiny.blend"
+    scenes.save_blend(blend)
+    _set_bake_settings()
+    started = time.monotonic()
+    assert bpy.ops.vbnf.bake() == {"FINISHED"}
+    seconds = time.monotonic() - started
+    bpy.ops.wm.save_mainfile()
+    return Baked(blend, folder / "tiny.vbnf", seconds)
+
+
+def _open(blend: Path) -> Any:
+    """Open a saved file and return its neural-field object (there is exactly one)."""
+    addon_extension.ensure_extension()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    fields = [obj for obj in bpy.data.objects if obj.type == "VOLUME"]
+    assert len(fields) == 1, [obj.name for obj in bpy.data.objects]
+    return fields[0]
+
+
+def _vdb_voxels(path: Path) -> int:
+    bpy.utils.expose_bundled_modules()
+    import openvdb
+
+    return int(openvdb.read(str(path), "density").activeVoxelCount())
+
+
+def test_the_bake_button_writes_the_asset_next_to_the_blend_and_imports_it(
+    baked: Baked,
+) -> None:
+    assert baked.asset.is_file() and baked.asset.stat().st_size > 0
+    obj = _open(baked.blend)
+    settings = obj.vbnf
+    assert settings.asset_path == "//tiny.vbnf"  # relative to the .blend
+    assert (settings.min_level, settings.max_level, settings.lod) == (2, 4, 4)
+    assert obj.data.filepath.startswith("//vbnf_cache/")
+    obj.data.grids.load()
+    assert {(grid.name, grid.data_type) for grid in obj.data.grids} == {
+        ("density", "FLOAT"),
+        ("color", "VECTOR_FLOAT"),
+    }
+    material = obj.data.materials[0]
+    nodes = {node.bl_idname for node in material.node_tree.nodes}
+    assert "ShaderNodeVolumePrincipled" in nodes
+    print(f"\nbake through the operator took {baked.seconds:.1f} s")
+
+
+def test_the_lod_slider_swaps_grids_and_voxel_counts(baked: Baked) -> None:
+    obj = _open(baked.blend)
+    settings, counts, files = obj.vbnf, [], []
+    for level in LEVELS:
+        settings.lod = level
+        assert settings.lod_error == ""
+        path = Path(bpy.path.abspath(obj.data.filepath))
+        assert path.name == f"level_{level}.vdb" and path.is_file()
+        obj.data.grids.load()
+        assert obj.data.grids.is_loaded and {g.name for g in obj.data.grids} == {"density", "color"}
+        assert settings.voxel_count == _vdb_voxels(path) > 0
+        counts.append(settings.voxel_count)
+        files.append(path)
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)  # finer: more voxels
+    written_at = [path.stat().st_mtime_ns for path in files]
+    settings.lod = 2  # cached now: swapped, not decoded again
+    assert files[0].stat().st_mtime_ns == written_at[0]
+    settings.lod = 99  # clamped to the finest level in the file
+    assert settings.lod == 4 and Path(bpy.path.abspath(obj.data.filepath)) == files[-1]
+
+
+def test_the_byte_readout_matches_core_info(baked: Baked) -> None:
+    obj = _open(baked.blend)
+    info = json.loads(run_core("info", baked.asset, "--json").stdout)
+    settings = obj.vbnf
+    assert settings.total_bytes == info["total_bytes"] == baked.asset.stat().st_size
+    assert settings.header_bytes == info["header_bytes"]
+    readout = [(lv.level, lv.bytes, lv.cumulative_bytes) for lv in settings.levels]
+    expected = [(lv["level"], lv["bytes"], lv["cumulative_bytes"]) for lv in info["levels"]]
+    assert readout == expected
+    assert readout[-1][2] == info["total_bytes"]  # streaming the finest level = the whole file
+
+
+def test_cycles_renders_the_imported_volume(baked: Baked, tmp_path: Path) -> None:
+    obj = _open(baked.blend)
+    scene = bpy.context.scene
+    assert scene is not None
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    camera.location = (0.6, -5.0, 1.5)
+    camera.rotation_euler = (Vector((0.6, 0.0, 0.0)) - camera.location).to_track_quat(
+        "-Z", "Y"
+    ).to_euler()
+    scene.camera = camera
+    render: Any = scene.render
+    render.engine = "CYCLES"
+    render.resolution_x = render.resolution_y = 48
+    render.film_transparent = True
+    render.image_settings.file_format = "PNG"
+    render.image_settings.color_mode = "RGBA"
+    cycles: Any = scene.cycles  # type: ignore[attr-defined]
+    cycles.samples, cycles.volume_biased, cycles.device = 4, True, "CPU"
+    images = {}
+    for level in (2, 4):
+        obj.vbnf.lod = level
+        render.filepath = str(tmp_path / f"level_{level}.png")
+        bpy.ops.render.render(write_still=True)
+        images[level] = _read_png(Path(render.filepath))
+    for image in images.values():
+        coverage = float((image[..., 3] > 0.2).mean())
+        assert 0.05 < coverage < 0.95, coverage  # something drawn, not the whole frame
+        assert image[..., :3][image[..., 3] > 0.5].std() > 0.01  # not one flat colour
+    assert np.abs(images[2] - images[4]).mean() > 0.002  # the levels look different
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def test_a_moved_project_reopens_and_rebuilds_its_grid_cache(baked: Baked, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(baked.blend, moved / "tiny.blend")
+    shutil.copy(baked.asset, moved / "tiny.vbnf")  # the cache folder is left behind
+    obj = _open(moved / "tiny.blend")
+    settings = obj.vbnf
+    assert Path(bpy.path.abspath(settings.asset_path)) == moved / "tiny.vbnf"
+    cached = Path(bpy.path.abspath(obj.data.filepath))
+    assert cached.is_file() and cached.is_relative_to(moved / "vbnf_cache")
+    assert obj.data.grids.load() and settings.lod_error == ""
+    # Save As into a subfolder: the stored asset path follows, relative to the new file.
+    (moved / "sub").mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(moved / "sub" / "copy.blend"))
+    assert settings.asset_path == "//../tiny.vbnf"
+    obj = _open(moved / "sub" / "copy.blend")
+    assert obj.vbnf.asset_path == "//../tiny.vbnf"
+    obj.vbnf.lod = 3
+    assert obj.vbnf.lod_error == ""
+
+
+def test_export_writes_the_whole_asset_or_a_cut(baked: Baked, tmp_path: Path) -> None:
+    obj = _open(baked.blend)
+    view_layer: Any = bpy.context.view_layer
+    view_layer.objects.active = obj
+    whole, cut = tmp_path / "whole.vbnf", tmp_path / "cut.vbnf"
+    assert bpy.ops.export_scene.vbnf(filepath=str(whole)) == {"FINISHED"}
+    assert whole.read_bytes() == baked.asset.read_bytes()
+    assert bpy.ops.export_scene.vbnf(filepath=str(cut), use_level=True, level=3) == {"FINISHED"}
+    info = json.loads(run_core("info", cut, "--json").stdout)
+    assert (info["min_level"], info["max_level"], info["missing_levels"]) == (2, 3, [])
+    assert info["total_bytes"] < baked.asset.stat().st_size
+    # ... and the cut imports like any asset
+    assert bpy.ops.import_scene.vbnf(filepath=str(cut)) == {"FINISHED"}
+    imported = bpy.context.active_object
+    assert imported is not None and imported.vbnf.max_level == 3  # type: ignore[attr-defined]
+
+
+def test_a_training_failure_reports_the_engines_message(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "fails.blend")
+    _set_bake_settings(views=4, device="cuda")  # this machine has no CUDA device
+    objects_before = sorted(obj.name for obj in bpy.data.objects)
+    with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+        bpy.ops.vbnf.bake()
+    assert sorted(obj.name for obj in bpy.data.objects) == objects_before  # scene restored
+    assert not (tmp_path / "fails.vbnf").exists()
+
+
+def test_cancel_during_training_stops_the_child(extension: ModuleType, tmp_path: Path) -> None:
+    _tiny_scene()
+    scene = bpy.context.scene
+    assert scene is not None
+    settings = extension.bake_job.BakeSettings(
+        train_views=4, test_views=1, resolution_px=16, samples=1, denoise=False,
+        min_level=2, max_level=3, epochs=50,
+    )  # fmt: skip
+    job = extension.bake_job.BakeJob(scene, settings, tmp_path / "never.vbnf")
+    job.start()
+    try:
+        while job.stage == "capture":
+            job.advance()
+        assert job.stage == "train"
+        job.cancel()
+        deadline = time.monotonic() + 60
+        while not job.finished:
+            job.advance()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        job.close()
+    assert job.stage == "cancelled", job.progress.message
+    assert not (tmp_path / "never.vbnf").exists()
+    assert "VBNF Capture" not in bpy.data.objects  # the capture camera is gone
+
+
+def test_status_line_says_what_the_bake_does(extension: ModuleType) -> None:
+    progress = extension.bake_job.BakeProgress(
+        "train", 0.5, "training 100 steps", epoch=3, psnr=24.26, seconds_left=75.0
+    )
+    line = extension.ops_bake.status_line(progress)
+    assert line == "VBNF 50%: training 100 steps, epoch 3, 24.3 dB, 1:15 left (Esc to cancel)"
+
+
+def test_batch_bake_reports_a_failing_file_and_bakes_the_others(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "good.blend")
+    addon_extension.reset_file()
+    scenes.save_blend(tmp_path / "empty.blend")  # nothing to capture
+    out_dir = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(BATCH_SCRIPT), "bake", tmp_path / "empty.blend",
+         tmp_path / "good.blend", tmp_path / "missing.blend", "-o", out_dir,
+         "--views", "8", "--resolution", "16", "--samples", "1", "--min-level", "2",
+         "--max-level", "3", "--epochs", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert any(line.startswith("error: empty.blend: ") for line in errors), result.stderr
+    assert any(line.startswith("error: missing.blend: ") for line in errors), result.stderr
+    assert errors[-1] == "error: 2 of 3 files failed: empty.blend, missing.blend"
+    assert (out_dir / "good.vbnf").is_file() and not (out_dir / "empty.vbnf").exists()
+    assert f"{out_dir / 'good.vbnf'} (" in result.stdout
+
+
+def test_unregister_removes_everything_it_added(extension: ModuleType) -> None:
+    addon_extension.disable_extension()
+    try:
+        assert not hasattr(bpy.types.Object, "vbnf")
+        assert not hasattr(bpy.types.Scene, "vbnf_bake")
+        assert not hasattr(bpy.types.WindowManager, "vbnf_bake_status")
+        for idname in ("VBNF_OT_bake", "IMPORT_SCENE_OT_vbnf", "EXPORT_SCENE_OT_vbnf"):
+            assert not hasattr(bpy.types, idname)
+        assert not hasattr(bpy.types, "VIEW3D_PT_vbnf_bake")
+        handler_names = {
+            function.__name__
+            for handlers in (bpy.app.handlers.save_pre, bpy.app.handlers.load_post)
+            for function in handlers
+        }
+        assert not handler_names & {"relativize_before_save", "restore_missing_grids"}
+    finally:
+        addon_extension.ensure_extension()
+    assert hasattr(bpy.types.Object, "vbnf")
