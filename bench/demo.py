@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -104,22 +105,30 @@ def bake(
     last_line = ""
 
     def report(progress: BakeProgress) -> None:
+        """One line per stage and per training epoch: Blender's own render log lines go to the
+        same terminal, so a rewritten progress line would be torn apart."""
         nonlocal last_line
         if progress.stage not in stage_started:
             stage_started[progress.stage] = time.monotonic()
-        line = f"  {progress.stage}: {progress.message}"
-        if progress.psnr is not None:
-            line += f" (epoch {progress.epoch}, {progress.psnr:.1f} dB)"
+        line = f"  {progress.stage}"
+        if progress.stage == "train":
+            line += (
+                f": {progress.message}" if progress.epoch is None else f" epoch {progress.epoch}"
+            )
         if line != last_line:
-            print(f"\r{line[:96]:<96}", end="", file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - stage_started["capture"]
+            scores = f", {progress.psnr:.1f} dB" if progress.psnr is not None else ""
+            print(f"{line} (at {elapsed:.0f} s{scores})", flush=True)
             last_line = line
 
     job.run(on_progress=report)
-    print(file=sys.stderr)
     ends = [*list(stage_started.values())[1:], time.monotonic()]
     for (stage, started), ended in zip(stage_started.items(), ends, strict=True):
         if stage != "done":
             timings.seconds[f"bake: {stage}"] = ended - started
+    metrics = json.loads((job.run_dir / "metrics.json").read_text())
+    timings.seconds["  of which training steps"] = metrics["train_seconds"]
+    timings.seconds["  of which engine scoring"] = metrics["eval_seconds"]
     return job
 
 
@@ -127,7 +136,10 @@ def configure_render(scene: bpy.types.Scene, split: Split, out_path: Path) -> An
     """Cycles settings matching the capture's (Standard view transform, transparent film),
     and a camera with the dataset's intrinsics (the capture's cameras are centred)."""
     intrinsics = split.intrinsics
-    if abs(intrinsics.cx - intrinsics.width / 2) > 0.5 or abs(intrinsics.cy - intrinsics.height / 2) > 0.5:
+    if (
+        abs(intrinsics.cx - intrinsics.width / 2) > 0.5
+        or abs(intrinsics.cy - intrinsics.height / 2) > 0.5
+    ):
         raise SystemExit("the demo expects centred test cameras")
     render: Any = scene.render
     render.engine = "CYCLES"
@@ -141,8 +153,8 @@ def configure_render(scene: bpy.types.Scene, split: Split, out_path: Path) -> An
     cycles: Any = scene.cycles  # type: ignore[attr-defined]
     cycles.device, cycles.samples, cycles.use_denoising = "CPU", RENDER_SAMPLES, False
     cycles.volume_biased = True  # ray-marched volumes: an order of magnitude faster here
-    scene.view_settings.view_transform = "Standard"
-    scene.view_settings.look = "None"
+    view: Any = scene.view_settings
+    view.view_transform, view.look = "Standard", "None"
     data = bpy.data.cameras.new("VBNF demo camera")
     data.sensor_fit = "HORIZONTAL"
     data.lens = intrinsics.fx * data.sensor_width / intrinsics.width
@@ -179,7 +191,7 @@ def mean_psnr(renders: list[Path], split: Split) -> float:
 def evaluate_levels(
     volume_object: Any, split: Split, engine_psnr: dict[int, float], out_dir: Path, timings: Timings
 ) -> tuple[list[LevelResult], dict[int, list[Path]]]:
-    scene = bpy.context.scene if volume_object.users_scene == () else volume_object.users_scene[0]
+    scene = volume_object.users_scene[0]
     camera = configure_render(scene, split, out_dir / "render.png")
     settings = volume_object.vbnf
     results, renders = [], {}
@@ -252,7 +264,7 @@ def print_table(results: list[LevelResult], total_bytes: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--views", type=int, default=40, help="training views")
+    parser.add_argument("--views", type=int, default=32, help="training views")
     parser.add_argument("--test-views", type=int, default=4)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
@@ -261,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / "vbnf_cache", ignore_errors=True)  # grids of an earlier run
     timings = Timings()
     started = time.monotonic()
 
@@ -268,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         register()
         built = scenes.build_demo_scene()
+        bpy.data.scenes.remove(bpy.data.scenes["Scene"])  # the file then opens on the demo
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo.blend"))
     print(f"demo scene: {len(built.objects)} objects; baking into {out_dir / 'demo.vbnf'}")
     job = bake(built.scene, demo_settings(args), out_dir, timings)
@@ -281,11 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for obj in built.objects:
         obj.hide_render = False
-    volume_object.vbnf.lod = volume_object.vbnf.max_level  # type: ignore[attr-defined]
+    volume_object.vbnf.lod = volume_object.vbnf.max_level
     with timings("contact sheet and save"):
         contact_sheet(split, renders, out_dir / "contact_sheet.png")
         bpy.ops.wm.save_mainfile()
-    total_bytes = volume_object.vbnf.total_bytes  # type: ignore[attr-defined]
+    total_bytes = volume_object.vbnf.total_bytes
     total_s = time.monotonic() - started
 
     print()
@@ -294,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in timings.seconds.items():
         print(f"{name:<28} {seconds:6.1f} s")
     print(f"{'total':<28} {total_s:6.1f} s")
-    print(f"\nwrote {out_dir / 'demo.vbnf'}, {out_dir / 'contact_sheet.png'}, {out_dir / 'demo.blend'}")
     summary = {
         "levels": [asdict(r) for r in results],
         "total_bytes": total_bytes,
@@ -302,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": asdict(demo_settings(args)),
     }
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    written = ("demo.vbnf", "contact_sheet.png", "demo.blend", "demo.json")
+    print("\nwrote " + ", ".join(str(out_dir / name) for name in written))
     return 0
 
 

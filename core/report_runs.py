@@ -14,7 +14,7 @@ import re
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,7 +106,7 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def test_subset(dataset_dir: Path, views: int) -> Split:
+def scored_test_views(dataset_dir: Path, views: int) -> Split:
     """The first ``views`` test views (all when 0): evaluation dominates a CPU report's time."""
     split = load_split(dataset_dir, "test")
     if not 0 < views < len(split):
@@ -215,7 +215,7 @@ def _score(method: Method, asset_path: Path, test: Split, render_dir: Path) -> d
     scores = evaluate_levels(field, test, render_dir)
     info = asset_info(asset_path)
     levels = [
-        asdict(score) | {"bytes": layout["bytes"], "cumulative_bytes": layout["cumulative_bytes"]}
+        score.to_dict() | {"bytes": layout["bytes"], "cumulative_bytes": layout["cumulative_bytes"]}
         for score, layout in zip(scores, info["levels"], strict=True)
     ]
     return {

@@ -105,6 +105,38 @@ def _vdb_voxels(path: Path) -> int:
     return int(openvdb.read(str(path), "density").activeVoxelCount())
 
 
+def test_the_zip_holds_the_engine_and_passes_blenders_validator() -> None:
+    import zipfile
+
+    import build_addon
+
+    archive = addon_extension.built_zip()
+    with zipfile.ZipFile(archive) as bundle:
+        names = set(bundle.namelist())
+        manifest = bundle.read("blender_manifest.toml").decode()
+    assert {
+        "__init__.py",
+        "blender_manifest.toml",
+        "core/__main__.py",
+        "core/vbnf/reader.py",
+    } <= names
+    assert any(name.startswith("cuda/") and name.endswith(".cu") for name in names)
+    assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
+    assert f'version = "{build_addon.project_version()}"' in manifest
+    build_addon.run_tool("validate", str(archive))  # raises BuildError when invalid
+
+
+def test_importing_a_damaged_file_reports_it_and_leaves_nothing_behind(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    addon_extension.reset_file()
+    damaged = tmp_path / "damaged.vbnf"
+    damaged.write_bytes(b"definitely not an asset")
+    with pytest.raises(RuntimeError, match=r"damaged\.vbnf"):
+        bpy.ops.import_scene.vbnf(filepath=str(damaged))
+    assert len(bpy.data.objects) == 0 and len(bpy.data.volumes) == 0
+
+
 def test_the_bake_button_writes_the_asset_next_to_the_blend_and_imports_it(
     baked: Baked,
 ) -> None:
@@ -165,9 +197,9 @@ def test_cycles_renders_the_imported_volume(baked: Baked, tmp_path: Path) -> Non
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     scene.collection.objects.link(camera)
     camera.location = (0.6, -5.0, 1.5)
-    camera.rotation_euler = (Vector((0.6, 0.0, 0.0)) - camera.location).to_track_quat(
-        "-Z", "Y"
-    ).to_euler()
+    camera.rotation_euler = (
+        (Vector((0.6, 0.0, 0.0)) - camera.location).to_track_quat("-Z", "Y").to_euler()
+    )
     scene.camera = camera
     render: Any = scene.render
     render.engine = "CYCLES"

@@ -36,6 +36,7 @@ from .training_process import (
 
 ASSET_SUFFIX = ".vbnf"
 TRAIN_POLL_INTERVAL_S = 0.2
+INTERPRETER_WAIT_S = 0.1
 # Shares of the overall progress bar.
 CAPTURE_SHARE, TRAIN_SHARE = 0.3, 0.65
 
@@ -216,28 +217,33 @@ class BakeJob:
         return self.progress
 
     def _advance_capture(self) -> None:
-        assert self._capture is not None and self._interpreter is not None
+        assert self._interpreter is not None
         if self._cancel_requested:
             self._finish("cancelled", "cancelled during the capture")
             return
         if self._interpreter.done():
             self._interpreter.result()  # raises InterpreterError now rather than later
-        report = self._capture.step()
-        self.progress = BakeProgress(
-            "capture",
-            CAPTURE_SHARE * report.fraction,
-            f"capturing view {report.views_done}/{report.total_views}",
-        )
-        if self._capture.finished:
-            self._stack.close()  # restores the scene
-            self._capture = None
-            self._start_training()
-
-    def _start_training(self) -> None:
-        assert self._interpreter is not None
-        python = self._interpreter.result()
+        if self._capture is not None:
+            report = self._capture.step()
+            self.progress = BakeProgress(
+                "capture",
+                CAPTURE_SHARE * report.fraction,
+                f"capturing view {report.views_done}/{report.total_views}",
+            )
+            if self._capture.finished:
+                self._stack.close()  # restores the scene
+                self._capture = None
+            return
+        # Captured; the interpreter check may still run: wait a tick's worth, not longer.
+        concurrent.futures.wait([self._interpreter], timeout=INTERPRETER_WAIT_S)
+        if not self._interpreter.done():
+            self.progress.message = "checking the training interpreter"
+            return
         command = train_command(
-            python, self.dataset_dir, self.run_dir, self.settings.train_options()
+            self._interpreter.result(),
+            self.dataset_dir,
+            self.run_dir,
+            self.settings.train_options(),
         )
         self._training = TrainingProcess(command)
         self.progress = BakeProgress("train", CAPTURE_SHARE, "starting training")
@@ -262,7 +268,7 @@ class BakeJob:
             return
         code = training.returncode
         if training.stopping:
-            self._finish("cancelled", "training stopped; its checkpoint is in " + str(self.run_dir))
+            self._finish("cancelled", "training stopped")
         elif code == 0 and status.asset is not None:
             atomic_write_bytes(self.asset_path, Path(status.asset).read_bytes())
             self.progress.stage = "import" if self._import_into is not None else "done"

@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def engine_environment() -> dict[str, str]:
 def interpreter_problem(python: str) -> str | None:
     """Why ``python`` cannot run training (None if it can). Cached per path and file date,
     because the check imports torch, which takes seconds."""
-    path = Path(python)
+    path = Path(shutil.which(python) or python)  # a bare name is looked up on PATH
     if not path.is_file():
         return f"{python} does not exist"
     key = (str(path), path.stat().st_mtime)

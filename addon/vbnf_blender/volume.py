@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,16 +47,6 @@ BLOCK_VOXELS = 1 << 22
 _DECODER_CACHE_SIZE = 2
 
 _decoders: dict[str, FieldDecoder] = {}
-
-
-@dataclass(frozen=True)
-class LevelGrids:
-    """What one level's ``.vdb`` holds."""
-
-    level: int
-    voxels_across: int  # along each axis of the octree's cube
-    voxel_size_m: float
-    voxel_count: int  # active voxels of the density grid
 
 
 def load_openvdb() -> ModuleType:
@@ -125,9 +114,11 @@ def level_voxels(
     return ijk[keep], density[keep], srgb_to_linear(rgb[keep]), across, voxel_size_m
 
 
-def write_level_vdb(decoder: FieldDecoder, level: int, path: Path) -> LevelGrids:
-    """Decode ``level`` and write its grids to ``path`` (atomically: a reader never sees half a
-    file, and an interrupted write leaves no file behind that the cache would trust)."""
+def write_level_vdb(decoder: FieldDecoder, level: int, path: Path) -> int:
+    """Decode ``level`` and write its grids to ``path``; returns the active voxel count.
+
+    Written atomically: a reader never sees half a file, and an interrupted write leaves no
+    file behind that the cache would trust."""
     openvdb = load_openvdb()
     field = decoder.field
     ijk, density, rgb, across, voxel_size_m = level_voxels(decoder, level)
@@ -154,7 +145,7 @@ def write_level_vdb(decoder: FieldDecoder, level: int, path: Path) -> LevelGrids
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return LevelGrids(level, across, voxel_size_m, voxel_count)
+    return voxel_count
 
 
 def _fill_grid(grid: Any, ijk: np.ndarray, values: np.ndarray) -> None:
@@ -241,26 +232,24 @@ def level_file(obj: bpy.types.Object, level: int) -> Path:
     return cache_root() / f"{asset.stem}-{settings.asset_digest}" / f"level_{level}.vdb"
 
 
-def show_level(obj: bpy.types.Object, level: int) -> LevelGrids | None:
-    """Point the object's Volume at the grids of ``level``, writing them first if missing.
-
-    Returns the grids' description when they had to be written, None when they were cached.
-    """
+def show_level(obj: bpy.types.Object, level: int) -> None:
+    """Point the object's Volume at the grids of ``level``, writing them first if missing."""
     settings = obj.vbnf  # type: ignore[attr-defined]
     path = level_file(obj, level)
-    written = None
+    voxel_count = None
     if not path.is_file():
         asset = Path(bpy.path.abspath(settings.asset_path))
         if not asset.is_file():
             raise VbnfError("the asset file is missing", asset)
-        written = write_level_vdb(decoder_for(asset, settings.asset_digest), level, path)
+        if asset_digest(asset) != settings.asset_digest:  # levels would not match each other
+            raise VbnfError("the file changed since it was imported: import it again", asset)
+        voxel_count = write_level_vdb(decoder_for(asset, settings.asset_digest), level, path)
     volume: Any = obj.data
     volume.filepath = stored_path(path)
     volume.grids.load()
     if volume.grids.error_message:
         raise VbnfError(f"Blender cannot load the grids ({volume.grids.error_message})", path)
-    settings.voxel_count = count_voxels(path) if written is None else written.voxel_count
-    return written
+    settings.voxel_count = count_voxels(path) if voxel_count is None else voxel_count
 
 
 def count_voxels(path: Path) -> int:

@@ -32,15 +32,15 @@ from ..report_runs import (
     log,
     parse_method,
     run_method,
-    test_subset,
+    scored_test_views,
 )
 from ..report_tables import markdown_report, mean_rows, method_row
 
 HELP = "train and score every method on datasets; write the paper's tables and RD plot"
 
-# Table 2 (post-hoc LRA/kmVQ vs VQ-AD), Table 3 (hash 16x and 64x larger codebooks than VQ-AD
-# 4 bw), and VQ-AD 2 bw for the low end of the rate-distortion curve.
-DEFAULT_METHODS = "nglod,lra8,lra4,kmvq6,kmvq4,vqad6,vqad4,vqad2,hash8,hash10"
+# Table 2 (post-hoc LRA and kmVQ vs VQ-AD) and Table 3 (random indices with 16x and 64x the
+# codebook of VQ-AD 4 bw). Add vqad2 or vqad1 for the low end of the rate-distortion curve.
+DEFAULT_METHODS = "nglod,lra8,lra4,kmvq6,kmvq4,vqad6,vqad4,hash8,hash10"
 QUICK_METHODS = "nglod,lra4,kmvq4,vqad4,hash8"
 FULL = {"epochs": 3, "min_level": 3, "max_level": 6, "test_views": 0, "methods": DEFAULT_METHODS}
 QUICK = {"epochs": 1, "min_level": 2, "max_level": 4, "test_views": 2, "methods": QUICK_METHODS}
@@ -125,7 +125,7 @@ def _scene_names(datasets: list[Path]) -> list[str]:
 def _run_scene(
     name: str, dataset_dir: Path, runs_dir: Path, settings: RunSettings, methods: list[Method]
 ) -> dict[str, Any]:
-    test = test_subset(dataset_dir, settings.test_views)
+    test = scored_test_views(dataset_dir, settings.test_views)
     train = load_split(dataset_dir, "train")
     results = []
     uncompressed_asset = None
@@ -197,7 +197,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
 
 def _sheet_block(scene: dict[str, Any]) -> SheetBlock:
     """The first scored test view: its ground truth and every method's render per level."""
-    test = test_subset(Path(scene["dataset"]), 1)
+    test = scored_test_views(Path(scene["dataset"]), 1)
     view = test.names[0]
     levels = [level["level"] for level in scene["methods"][0]["levels"]]
     rows = [

@@ -14,12 +14,9 @@ its transmittance is at or below the threshold), organised for a GPU:
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 
-from ..features import FeatureStore
-from ..field import LevelIndex, RadianceField, encode_view_directions
+from ..field import RadianceField, encode_view_directions
 from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
 from ..render import DEFAULT_TERMINATION, RayBatch
 from . import ops
@@ -29,15 +26,10 @@ def corner_tables(field: RadianceField, lod: int) -> list[torch.Tensor]:
     """Decoded features [M, k] of every corner of levels ``0..lod``: for VQ-AD one argmax per
     corner, done once per call instead of once per touched corner per round."""
     tables = []
-    stores = cast("list[FeatureStore]", list(field.stores[: lod + 1]))
-    for index, store in zip(level_indexes(field, lod), stores, strict=True):
+    for index, store in field.levels()[: lod + 1]:
         corners = torch.arange(index.num_corners, device=index.cell_corners.device)
         tables.append(store(corners).float().contiguous())
     return tables
-
-
-def level_indexes(field: RadianceField, lod: int) -> list[LevelIndex]:
-    return cast("list[LevelIndex]", list(field.indexes[: lod + 1]))
 
 
 def shade_fused(
@@ -46,10 +38,12 @@ def shade_fused(
     samples: PackedSamples,
     rays: RayBatch,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density and RGB at the samples: ``RadianceField.forward`` with the feature sum fused."""
+    """Density and RGB at the samples: ``RadianceField.forward`` with the feature sum fused.
+    The decoder lines mirror ``forward``; the parity tests (which also run on the CPU through
+    the host build of the kernels) fail if the two drift apart."""
     points = samples.points.float().contiguous()
     features = points.new_zeros(points.shape[0], field.config.feature_dim)
-    for index, table in zip(level_indexes(field, len(tables) - 1), tables, strict=True):
+    for (index, _), table in zip(field.levels()[: len(tables)], tables, strict=True):
         ops.gather_level_features(
             points,
             index.resolution,
@@ -60,7 +54,8 @@ def shade_fused(
             features,
         )
     directions = rays.view_directions[samples.ray_index]
-    output = field.decoder(torch.cat([features, encode_view_directions(directions)], dim=-1))
+    inputs = torch.cat([features, encode_view_directions(directions)], dim=-1)
+    output = field.output(torch.relu(field.hidden(inputs)))
     return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
 
 

@@ -1,0 +1,68 @@
+"""``--backend`` selection, CuPy-free imports and the GPU benchmark's CPU smoke run.
+
+These run on every machine; the kernels themselves are checked in ``test_gpu_parity.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from core_cli import REPO_ROOT, run_core
+
+from core.errors import VbnfError
+from core.gpu.backend import select_backend, torch_backend
+from core.raymarch import composite, sample_hits
+from core.render import render_rays_early_exit
+
+
+def test_torch_backend_is_the_reference() -> None:
+    backend = torch_backend()
+    assert backend.name == "torch"
+    assert backend.sample is sample_hits
+    assert backend.composite is composite
+    assert backend.render_early_exit is render_rays_early_exit
+
+
+def test_selection_on_the_cpu() -> None:
+    assert select_backend("torch", "cpu").name == "torch"
+    assert select_backend("auto", "cpu").name == "torch"
+    with pytest.raises(VbnfError, match="--backend cupy cannot run: it needs a CUDA device"):
+        select_backend("cupy", "cpu")
+    with pytest.raises(VbnfError, match="--backend must be one of"):
+        select_backend("fast", "cpu")
+
+
+def test_core_never_imports_cupy_on_its_own() -> None:
+    """CuPy is optional: importing and using the engine's modules must not pull it in."""
+    code = (
+        "import sys, core.trainer, core.render, core.gpu.backend, core.gpu.ops, "
+        "core.gpu.early_exit, core.commands.train\n"
+        "core.gpu.backend.select_backend('auto', 'cpu')\n"
+        "assert 'cupy' not in sys.modules, 'cupy was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)
+
+
+def test_cli_rejects_cupy_on_the_cpu_in_one_line(synthetic_dataset: Path, tmp_path: Path) -> None:
+    result = run_core(
+        "train", synthetic_dataset, "-o", tmp_path / "out", "--backend", "cupy", check=False
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --backend cupy cannot run")
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.gpu_backends import main
+
+    results = main(["--quick", "--device", "cpu"])
+    assert list(results) == ["torch"]
+    figures = results["torch"]
+    assert figures["pipeline_forward_rays_per_s"] > 0 and figures["render_fps"] > 0
+    assert figures["best_test_psnr_db"] > 0
+    printed = capsys.readouterr().out
+    assert "cupy backend not measured" in printed and "64x36 early-exit render" in printed
