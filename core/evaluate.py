@@ -9,6 +9,7 @@ import numpy as np
 
 from .dataset import Split, write_rgba_png
 from .field import RadianceField
+from .gpu.backend import Backend
 from .metrics import over_white, premultiply, psnr, ssim
 from .render import render_image
 
@@ -27,16 +28,19 @@ def evaluate_levels(
     field: RadianceField,
     split: Split,
     render_dir: Path | None = None,
+    backend: Backend | None = None,
 ) -> list[LevelScore]:
     """Mean PSNR and SSIM over the split's views at each level (RGB over white), optionally
-    writing every render as ``<render_dir>/level_<L>/<view>.png`` (premultiplied RGBA)."""
+    writing every render as ``<render_dir>/level_<L>/<view>.png`` (straight RGBA)."""
     scores = []
     references = [over_white(premultiply(rgba)) for rgba in split.rgba]
     for lod in range(field.config.num_lods):
         level = field.config.min_level + lod
         psnrs, ssims = [], []
         for view, reference in enumerate(references):
-            image = render_image(field, split.camera_to_world[view], split.intrinsics, lod)
+            image = render_image(
+                field, split.camera_to_world[view], split.intrinsics, lod, backend=backend
+            )
             if render_dir is not None:
                 write_rgba_png(
                     Path(render_dir) / f"level_{level}" / f"{split.names[view]}.png",

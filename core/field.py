@@ -182,7 +182,13 @@ class RadianceField(nn.Module):
         self, points: torch.Tensor, directions: torch.Tensor, lod: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
-        inputs = torch.cat([self.features(points, lod), encode_view_directions(directions)], -1)
+        return self.decode(self.features(points, lod), directions)
+
+    def decode(
+        self, features: torch.Tensor, directions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared MLP on summed level features and unit view directions."""
+        inputs = torch.cat([features, encode_view_directions(directions)], dim=-1)
         output = self.output(torch.relu(self.hidden(inputs)))
         return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
 

@@ -135,3 +135,24 @@ def test_bad_input_ends_with_a_clear_error_line(tmp_path: Path) -> None:
     )
     result = run_core("train", tmp_path, "-o", tmp_path / "out", "--bitwidth", "9", check=False)
     assert result.returncode == 1 and "bitwidth must be in 1..8" in result.stderr
+
+
+def test_eval_scores_the_shipped_bytes_at_every_level(
+    trained_run: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    asset = trained_run / "asset.vbnf"
+    result = run_core("eval", asset, synthetic_dataset, "--json", "--renders", tmp_path / "png")
+    levels = json.loads(result.stdout)["levels"]
+    trained = json.loads((trained_run / "metrics.json").read_text())["levels"]
+    assert [level["level"] for level in levels] == [2, 3, 4, 5]
+    for got, want in zip(levels, trained, strict=True):
+        assert got["psnr"] == pytest.approx(want["psnr"], abs=1e-6)
+    assert len(list((tmp_path / "png" / "level_5").glob("*.png"))) == 6
+
+    run_core("cut", asset, "--level", "3", "-o", tmp_path / "cut.vbnf")
+    cut_levels = json.loads(
+        run_core("eval", tmp_path / "cut.vbnf", synthetic_dataset, "--json").stdout
+    )
+    assert [level["psnr"] for level in cut_levels["levels"]] == pytest.approx(
+        [level["psnr"] for level in levels[:2]], abs=1e-6
+    )

@@ -15,6 +15,7 @@ from ..checkpoint import load_checkpoint
 from ..dataset import load_split
 from ..evaluate import evaluate_levels
 from ..field import RadianceField
+from ..gpu.backend import BACKEND_CHOICES, select_backend
 from ..vbnf import read_asset
 
 HELP = "render a split at every level and report PSNR and SSIM"
@@ -26,18 +27,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--renders", type=Path, help="write the renders as PNGs here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default="auto", help="who renders (default auto)"
+    )
 
 
-def load_field(source: Path) -> RadianceField:
+def load_field(source: Path, device: str) -> RadianceField:
     if source.is_file():
-        return RadianceField.from_field_data(read_asset(source).field)
-    return load_checkpoint(source).field
+        return RadianceField.from_field_data(read_asset(source).field).to(device)
+    return load_checkpoint(source, device).field
 
 
 def run(args: argparse.Namespace) -> int:
-    field = load_field(args.source)
-    field.eval()
-    scores = evaluate_levels(field, load_split(args.data_dir, args.split), args.renders)
+    backend = select_backend(args.backend, args.device)
+    field = load_field(args.source, args.device).eval()
+    split = load_split(args.data_dir, args.split)
+    scores = evaluate_levels(field, split, args.renders, backend)
     if args.json:
         print(json.dumps({"levels": [score.to_dict() for score in scores]}, indent=2))
     else:

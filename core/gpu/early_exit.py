@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..field import RadianceField, encode_view_directions
+from ..field import RadianceField
 from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
 from ..render import DEFAULT_TERMINATION, RayBatch
 from . import ops
@@ -38,9 +38,7 @@ def shade_fused(
     samples: PackedSamples,
     rays: RayBatch,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density and RGB at the samples: ``RadianceField.forward`` with the feature sum fused.
-    The decoder lines mirror ``forward``; the parity tests (which also run on the CPU through
-    the host build of the kernels) fail if the two drift apart."""
+    """Density and RGB at the samples: ``RadianceField.forward`` with the feature sum fused."""
     points = samples.points.float().contiguous()
     features = points.new_zeros(points.shape[0], field.config.feature_dim)
     for (index, _), table in zip(field.levels()[: len(tables)], tables, strict=True):
@@ -53,10 +51,7 @@ def shade_fused(
             table,
             features,
         )
-    directions = rays.view_directions[samples.ray_index]
-    inputs = torch.cat([features, encode_view_directions(directions)], dim=-1)
-    output = field.output(torch.relu(field.hidden(inputs)))
-    return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
+    return field.decode(features, rays.view_directions[samples.ray_index])
 
 
 @torch.no_grad()
