@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -73,7 +74,7 @@ def main() -> None:
 
     if args.peak_memory_of:
         store, bits = args.peak_memory_of.split(":")
-        trainer = make_trainer(data, store, int(bits), args)  # type: ignore[arg-type]
+        trainer = make_trainer(data, cast(TrainableStore, store), int(bits), args)
         for _ in range(3):
             timed_step(trainer)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

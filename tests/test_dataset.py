@@ -99,7 +99,7 @@ def test_malformed_dataset_is_rejected_naming_the_file(
 
 
 def test_missing_or_broken_files_are_named(dataset_copy: Path) -> None:
-    with pytest.raises(DatasetError, match="transforms_test.json"):
+    with pytest.raises(DatasetError, match=r"transforms_test\.json"):
         (dataset_copy / "transforms_test.json").unlink()
         load_split(dataset_copy, "test")
     (dataset_copy / "transforms_train.json").write_text("{not json")
