@@ -123,7 +123,8 @@ def interleaved_directions(
 
 
 def framing_distance_m(radius_m: float, fov_rad: float, fill: float = FRAME_FILL) -> float:
-    """Distance at which a sphere of ``radius_m`` spans ``fill`` of a ``fov_rad`` view's width.
+    """Distance at which a sphere of ``radius_m`` spans ``fill`` of a view's shorter side, that
+    side spanning the angle ``fov_rad``.
 
     The silhouette of a sphere at distance d is a cone of half-angle asin(r / d); its image
     spans tan of that angle, which is set to ``fill`` times tan(fov / 2).

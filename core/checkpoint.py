@@ -8,14 +8,14 @@ checkpoint on disk is always complete, even if training is killed while saving.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .errors import VbnfError
 from .field import FieldConfig, RadianceField
 from .octree import SparseOctree
@@ -26,12 +26,11 @@ FORMAT_VERSION = 1
 
 @dataclass
 class TrainState:
-    """Where a run is: counters, wall time spent, and the loss curve so far."""
+    """Where a run is: counters and the training time spent so far."""
 
     epoch: int = 0
     step: int = 0
     elapsed_s: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def save_checkpoint(
@@ -44,7 +43,7 @@ def save_checkpoint(
     payload = {
         "format_version": FORMAT_VERSION,
         "field_config": field_model.config.to_dict(),
-        "finest_cells": field_model.octree.cells[-1].astype(np.int32),
+        "finest_cells": torch.from_numpy(field_model.octree.cells[-1].astype(np.int32)),
         "scale": field_model.scale,
         "offset": field_model.offset.tolist(),
         "model": field_model.state_dict(),
@@ -52,10 +51,8 @@ def save_checkpoint(
         "state": state.__dict__,
         "train_options": train_options,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 @dataclass
@@ -73,14 +70,14 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
     if not path.is_file():
         raise VbnfError("no checkpoint here", path)
     try:
-        payload = torch.load(path, map_location=device, weights_only=False)
+        payload = torch.load(path, map_location=device, weights_only=True)
         version = payload["format_version"]
     except Exception as error:  # torch raises many unrelated types for damaged pickles
         raise VbnfError(f"not a readable VBNF checkpoint ({error})", path) from error
     if version != FORMAT_VERSION:
         raise VbnfError(f"checkpoint format {version} is not supported", path)
     config = FieldConfig(**payload["field_config"])
-    octree = SparseOctree.from_finest_cells(payload["finest_cells"], config.max_level)
+    octree = SparseOctree.from_finest_cells(payload["finest_cells"].numpy(), config.max_level)
     field_model = RadianceField(octree, config, payload["scale"], np.asarray(payload["offset"]))
     field_model.load_state_dict(payload["model"])
     return LoadedCheckpoint(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_bytes
 from .errors import DatasetError
 
 SPLITS = ("train", "test")
@@ -94,30 +93,14 @@ def write_transforms(path: Path, intrinsics: Intrinsics, frames: Sequence[FrameR
     atomic_write_bytes(path, json.dumps(document, indent=2).encode())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_depth_exr(path: Path, depth: np.ndarray) -> None:
     """Write planar depth as a single-channel float32 EXR (channel ``V``, as Blender writes it)."""
     import OpenEXR
 
     pixels = np.ascontiguousarray(depth, dtype=np.float32)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.exr")
-    OpenEXR.File(header, {"V": pixels}).write(str(temporary))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        OpenEXR.File(header, {"V": pixels}).write(str(temporary))
 
 
 def read_depth_exr(path: Path) -> np.ndarray:
@@ -146,10 +129,8 @@ def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
     from PIL import Image
 
     pixels = np.clip(np.rint(np.asarray(rgba) * 255.0), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB").save(temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB").save(temporary)
 
 
 def read_rgba_png(path: Path) -> np.ndarray:

@@ -24,20 +24,46 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cameras import fibonacci_directions
-from .field_data import FieldData, encode_view_directions
-from .octree import locate
+from .field_data import FieldData, LevelData, encode_view_directions, hashed_indices
+from .octree import SparseOctree, locate
 
 AVERAGING_DIRECTION_COUNT = 32
 DEFAULT_BATCH_POINTS = 1 << 15
-
 
 AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT, hemisphere=False)
 
 
 @dataclass(frozen=True)
 class _LevelTable:
-    features: np.ndarray  # [M, k] float32, one row per corner of the level
-    cell_corners: np.ndarray  # [cells, 8] indices into ``features``
+    """What one level's lookups gather from. Codebook stores stay compressed in memory: a
+    small-integer index per corner into a tiny table, not a float vector per corner, so an
+    imported asset costs Blender about what it costs on disk."""
+
+    table: np.ndarray  # [rows, k] float32: the codebook, or one feature vector per corner
+    corner_rows: np.ndarray | None  # [M] row of ``table`` for each corner; None: row = corner
+    cell_corners: np.ndarray  # [cells, 8] corner indices
+
+    @classmethod
+    def of(cls, level: LevelData, octree: SparseOctree) -> _LevelTable:
+        corners = octree.corners(level.level)
+        rows: np.ndarray | None = None
+        if level.kind == "codebook" and level.indices is not None:
+            rows = level.indices
+        elif level.kind == "hashed" and level.codebook is not None:
+            rows = hashed_indices(corners, int(level.codebook.shape[0]).bit_length() - 1)
+        if rows is None:
+            table = level.corner_features(corners)
+        else:
+            table = level.codebook  # type: ignore[assignment]
+            rows = rows.astype(np.min_scalar_type(max(int(table.shape[0]) - 1, 0)))
+        return cls(np.asarray(table, np.float32), rows, octree.cell_corners(level.level))
+
+    def gather(self, corner_ids: np.ndarray) -> np.ndarray:
+        """Feature vectors [..., k] of the given corners."""
+        if self.corner_rows is not None:
+            corner_ids = np.take(self.corner_rows, corner_ids)
+        # np.take: the same gathers as fancy indexing, about twice as fast
+        return np.take(self.table, corner_ids, axis=0)
 
 
 class FieldDecoder:
@@ -49,15 +75,7 @@ class FieldDecoder:
             raise ValueError("field has no feature levels to decode")
         self.field = field
         octree = field.octree
-        self._tables = [
-            _LevelTable(
-                features=np.asarray(
-                    level.corner_features(octree.corners(level.level)), dtype=np.float32
-                ),
-                cell_corners=octree.cell_corners(level.level),
-            )
-            for level in field.levels
-        ]
+        self._tables = [_LevelTable.of(level, octree) for level in field.levels]
         k = field.feature_dim
         hidden_weight = np.asarray(field.mlp.hidden_weight, dtype=np.float32)
         self._feature_weight = np.ascontiguousarray(hidden_weight[:, :k].T)  # [k, H]
@@ -138,9 +156,7 @@ class FieldDecoder:
             allocated = cell >= 0
             if table_level == 0:
                 inside = allocated
-            # np.take: the same gathers as fancy indexing, about twice as fast
             corner_ids = np.take(table.cell_corners, np.where(allocated, cell, 0), axis=0)
             weights = np.where(allocated[:, None], weights, 0.0).astype(np.float32)
-            corner_features = np.take(table.features, corner_ids, axis=0)
-            features += np.einsum("nc,nck->nk", weights, corner_features)
+            features += np.einsum("nc,nck->nk", weights, table.gather(corner_ids))
         return features, inside

@@ -22,12 +22,11 @@ from .features import (
     FrozenFeatures,
     HashedFeatures,
 )
-from .field_data import VIEW_FREQUENCIES, FieldData, MLPWeights
+from .field_data import VIEW_ENCODING_DIM, VIEW_FREQUENCIES, FieldData, MLPWeights
 from .octree import CORNER_OFFSETS, SparseOctree
 
 TrainableStore = Literal["dense", "codebook", "hashed"]
 HIDDEN_DIM = 128
-VIEW_ENCODING_DIM = 3 + 6 * VIEW_FREQUENCIES
 
 
 @dataclass(frozen=True)
@@ -39,12 +38,15 @@ class FieldConfig:
     feature_dim: int = 16
     store: TrainableStore = "codebook"
     bitwidth: int = 4
+    hidden_dim: int = HIDDEN_DIM
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_level <= self.max_level <= 12:
             raise ValueError(f"need 0 <= min_level <= max_level <= 12, got {self}")
         if self.store != "dense" and not 1 <= self.bitwidth <= 16:
             raise ValueError(f"bitwidth must be in 1..16, got {self.bitwidth}")
+        if self.store not in ("dense", "codebook", "hashed"):
+            raise ValueError(f"store must be dense, codebook or hashed, got {self.store!r}")
         if not 1 <= self.feature_dim <= 256:
             raise ValueError(f"feature_dim must be in 1..256, got {self.feature_dim}")
 
@@ -75,6 +77,7 @@ class LevelIndex(nn.Module):
     sorted_keys: torch.Tensor
     key_to_cell: torch.Tensor
     cell_corners: torch.Tensor
+    corner_bits: torch.Tensor
 
     def __init__(self, octree: SparseOctree, level: int) -> None:
         super().__init__()
@@ -87,6 +90,8 @@ class LevelIndex(nn.Module):
         corners = torch.from_numpy(octree.cell_corners(level))
         self.register_buffer("cell_corners", corners, persistent=False)
         self.num_corners = octree.num_corners(level)
+        corner_bits = torch.as_tensor(CORNER_OFFSETS, dtype=torch.bool)
+        self.register_buffer("corner_bits", corner_bits, persistent=False)
 
     def _linear_keys(self, cells: torch.Tensor) -> torch.Tensor:
         return (cells[:, 0] * self.resolution + cells[:, 1]) * self.resolution + cells[:, 2]
@@ -103,8 +108,9 @@ class LevelIndex(nn.Module):
         found = self.sorted_keys[position] == keys
         inside = ((points >= -1.0) & (points <= 1.0)).all(dim=-1)
         cell = torch.where(found & inside, self.key_to_cell[position], -1)
-        offsets = torch.as_tensor(CORNER_OFFSETS, device=points.device, dtype=torch.bool)
-        weights = torch.where(offsets[None], local[:, None, :], 1.0 - local[:, None, :]).prod(-1)
+        weights = torch.where(
+            self.corner_bits[None], local[:, None, :], 1.0 - local[:, None, :]
+        ).prod(-1)
         return cell, weights
 
 
@@ -140,8 +146,8 @@ class RadianceField(nn.Module):
         levels = range(config.min_level, config.max_level + 1)
         self.indexes = nn.ModuleList(LevelIndex(octree, level) for level in levels)
         self.stores = nn.ModuleList(stores or [self._new_store(level) for level in levels])
-        self.hidden = nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, HIDDEN_DIM)
-        self.output = nn.Linear(HIDDEN_DIM, 4)
+        self.hidden = nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, config.hidden_dim)
+        self.output = nn.Linear(config.hidden_dim, 4)
 
     def _new_store(self, level: int) -> FeatureStore:
         num_corners, dim = self.octree.num_corners(level), self.config.feature_dim
@@ -158,31 +164,40 @@ class RadianceField(nn.Module):
             for index, store in zip(self.indexes, self.stores, strict=True)
         ]
 
-    def features(self, points: torch.Tensor, lod: int) -> torch.Tensor:
-        """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels).
+    def features(self, points: torch.Tensor, lod: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels), and
+        whether each point lies in an allocated cell of the coarsest level (elsewhere the field
+        is empty space: density 0, as the numpy decoder has it).
 
         Per level only the corners this batch touches are asked for (``store(rows)``), so the
         VQ-AD softmax runs on those rows alone. The 8-corner sum gathers with ``index_select``,
         whose backward is an ``index_add`` (``embedding_bag``'s sorts, and was slower on the
         CPU). Points in unallocated cells get zero weights, hence zero features.
         """
+        if not 0 <= lod < self.config.num_lods:
+            raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         total = points.new_zeros(points.shape[0], self.config.feature_dim)
-        for index, store in self.levels()[: lod + 1]:
+        inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
             cell, weights = index.locate(points)
             allocated = cell >= 0
+            if depth == 0:
+                inside = allocated
             corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
             rows, local_ids = touched_rows(corner_ids, index.num_corners)
             corner_features = store(rows).index_select(0, local_ids.reshape(-1))
-            corner_features = corner_features.view(*local_ids.shape, -1)
+            corner_features = corner_features.view(*local_ids.shape, self.config.feature_dim)
             level_weights = (weights * allocated[:, None]).unsqueeze(-1)
             total = total + (level_weights * corner_features).sum(dim=1)
-        return total
+        return total, inside
 
     def forward(
         self, points: torch.Tensor, directions: torch.Tensor, lod: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
-        return self.decode(self.features(points, lod), directions)
+        features, inside = self.features(points, lod)
+        density, rgb = self.decode(features, directions)
+        return density * inside, rgb
 
     def decode(
         self, features: torch.Tensor, directions: torch.Tensor
@@ -204,7 +219,11 @@ class RadianceField(nn.Module):
         return self.hidden.weight, self.hidden.bias, self.output.weight, self.output.bias
 
     def to_field_data(self) -> FieldData:
+        """The field as arrays; bitwidth and rank are read off the stores, so a frozen field
+        rebuilt from an asset exports the same metadata it was read with."""
         mlp = MLPWeights(*(p.detach().float().cpu().numpy().copy() for p in self._mlp_parameters()))
+        levels = [store.export(index.level) for index, store in self.levels()]
+        codebook, basis = levels[0].codebook, levels[0].basis
         return FieldData(
             octree=self.octree,
             min_level=self.config.min_level,
@@ -212,15 +231,19 @@ class RadianceField(nn.Module):
             scale=self.scale,
             offset=self.offset.copy(),
             mlp=mlp,
-            levels=[store.export(index.level) for index, store in self.levels()],
-            bitwidth=0 if self.config.store == "dense" else self.config.bitwidth,
+            levels=levels,
+            bitwidth=0 if codebook is None else int(codebook.shape[0]).bit_length() - 1,
+            rank=0 if basis is None else int(basis.shape[0]),
         )
 
     @classmethod
     def from_field_data(cls, data: FieldData) -> RadianceField:
         """A frozen field that renders exactly what an asset's bytes hold."""
         octree = data.octree.truncated(data.max_level)
-        config = FieldConfig(data.min_level, data.max_level, data.feature_dim, "dense")
+        hidden_dim = int(data.mlp.hidden_bias.shape[0])
+        config = FieldConfig(
+            data.min_level, data.max_level, data.feature_dim, "dense", hidden_dim=hidden_dim
+        )
         stores: list[FeatureStore] = [
             FrozenFeatures(level_data, octree.corners(level_data.level))
             for level_data in data.levels

@@ -44,6 +44,8 @@ def _filter_valid(channel: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     """Mean SSIM over channels of two [H, W, C] images in [0, 1] (H, W >= 11)."""
+    if min(image.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW} px, got {image.shape[:2]}")
     kernel = _gaussian_window()
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     scores = []

@@ -135,7 +135,7 @@ def composite(
     first_sample = torch.cumsum(counts, dim=0) - counts
     exclusive = exclusive - exclusive[first_sample[samples.ray_index]]
     transmittance = torch.exp(-exclusive).float()
-    weights = transmittance * (1.0 - torch.exp(-optical_depth))
+    weights = transmittance * -torch.expm1(-optical_depth)  # exact for thin media
     colour = rgb.new_zeros(num_rays, 3).index_add(0, samples.ray_index, weights[:, None] * rgb)
     alpha = weights.new_zeros(num_rays).index_add(0, samples.ray_index, weights)
     return colour, alpha

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .atomic import atomic_write_bytes
 from .baselines import kmeans_quantize, low_rank
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-from .dataset import Split, atomic_write_bytes, load_split
+from .dataset import Split, load_split
 from .evaluate import evaluate_levels
 from .field import FieldConfig, RadianceField, TrainableStore
 from .progress import ProgressReporter

@@ -91,6 +91,15 @@ def training_rays(train: Split, field: RadianceField, device: str) -> TrainingRa
     return TrainingRays(batch, target)
 
 
+STEP_STREAM, ORDER_STREAM = 0, 1  # independent random streams: per-step draws, per-epoch order
+
+
+def derived_seed(seed: int, stream: int, counter: int) -> int:
+    """A well-mixed seed for ``(seed, stream, counter)``: runs with different seeds never share
+    a ray order or a draw, and a resumed run reproduces the draws of an uninterrupted one."""
+    return int(np.random.SeedSequence([seed, stream, counter]).generate_state(1)[0])
+
+
 def lod_probabilities(num_lods: int) -> torch.Tensor:
     """Each level twice as likely as the coarser one: P(i) proportional to 2^i."""
     weights = torch.pow(2.0, torch.arange(num_lods, dtype=torch.float64))
@@ -168,7 +177,9 @@ class Trainer:
 
     def step(self, ray_ids: torch.Tensor) -> tuple[float, float, int]:
         """One optimisation step on the given rays; returns (loss, PSNR, level index)."""
-        generator = torch.Generator().manual_seed(self.options.seed * 1_000_003 + self.state.step)
+        generator = torch.Generator().manual_seed(
+            derived_seed(self.options.seed, STEP_STREAM, self.state.step)
+        )
         lod = int(torch.multinomial(self.lod_weights, 1, generator=generator))
         batch = self.rays.batch.subset(ray_ids)
         colour, alpha = render_rays(self.field, self.tracer, batch, lod, generator, self.backend)
@@ -188,7 +199,9 @@ class Trainer:
             while self.state.epoch < self.options.epochs:
                 order = torch.randperm(
                     len(self.rays),
-                    generator=torch.Generator().manual_seed(self.options.seed + self.state.epoch),
+                    generator=torch.Generator().manual_seed(
+                        derived_seed(self.options.seed, ORDER_STREAM, self.state.epoch)
+                    ),
                 ).to(self.options.device)
                 first = self.state.step - self.state.epoch * self.steps_per_epoch
                 for index in range(first, self.steps_per_epoch):
@@ -199,9 +212,12 @@ class Trainer:
                     loss, psnr, lod = self.step(ids)
                     self.state.step += 1
                     self.state.elapsed_s += time.monotonic() - started
-                    self.state.history.append({"step": self.state.step, "loss": loss, "lod": lod})
                     self.reporter.update(
-                        self.state.step, epoch=self.state.epoch + 1, loss=loss, psnr=psnr
+                        self.state.step,
+                        epoch=self.state.epoch + 1,
+                        loss=loss,
+                        psnr=psnr,
+                        level=self.field.config.min_level + lod,
                     )
                     if requested:
                         self.save()

@@ -21,14 +21,14 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
 
 if _VENDORED:
     from .core import cameras, dataset
-    from .core.dataset import atomic_write_bytes
+    from .core.atomic import atomic_path, atomic_write_bytes
     from .core.decoder import FieldDecoder
     from .core.errors import AssetError, VbnfError
     from .core.field_data import FieldData
     from .core.vbnf import asset_info, cut_asset, read_asset
 else:
     from core import cameras, dataset
-    from core.dataset import atomic_write_bytes
+    from core.atomic import atomic_path, atomic_write_bytes
     from core.decoder import FieldDecoder
     from core.errors import AssetError, VbnfError
     from core.field_data import FieldData
@@ -41,6 +41,7 @@ __all__ = [
     "FieldDecoder",
     "VbnfError",
     "asset_info",
+    "atomic_path",
     "atomic_write_bytes",
     "cameras",
     "cut_asset",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..dataset import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..errors import VbnfError
 from ..vbnf import asset_info, cut_asset
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import atomic_write_bytes, load_split, read_rgba_png
+from ..atomic import atomic_write_bytes
+from ..dataset import load_split, read_rgba_png
 from ..errors import VbnfError
 from ..evaluate import constant_colour_psnr
 from ..metrics import over_white, premultiply

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from ..dataset import atomic_write_bytes, load_split
+from ..atomic import atomic_write_bytes
+from ..dataset import load_split
 from ..errors import VbnfError
 from ..evaluate import constant_colour_psnr, evaluate_levels
 from ..field import FieldConfig, RadianceField, TrainableStore
-from ..gpu.backend import BACKEND_CHOICES
+from ..gpu.backend import BACKEND_CHOICES, Backend
 from ..progress import ProgressReporter
 from ..trainer import TrainOptions, prepare_run
 from ..vbnf import asset_info, read_asset, write_asset
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
         )
         state = trainer.run()
-        metrics = finish(trainer.field, args, reporter)
+        metrics = finish(trainer.field, trainer.backend, args, reporter)
     except VbnfError as error:
         reporter.emit("error", message=str(error))
         raise
@@ -136,16 +137,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def finish(field: RadianceField, args: argparse.Namespace, reporter: ProgressReporter) -> dict:
-    """Write the asset, then score *its bytes* (not the float model) on the test split."""
+def finish(
+    field: RadianceField, backend: Backend, args: argparse.Namespace, reporter: ProgressReporter
+) -> dict:
+    """Write the asset, then score *its bytes* (not the float model) on the test split, on the
+    training device and backend."""
     reporter.stage("export", "writing the .vbnf asset")
     asset_path = args.out / ASSET_NAME
-    write_asset(field.cpu().to_field_data(), asset_path, compression=args.compression)
+    write_asset(field.to_field_data(), asset_path, compression=args.compression)
     reporter.stage("eval", "scoring the asset on the test views")
     started = time.monotonic()
-    shipped = RadianceField.from_field_data(read_asset(asset_path).field)
+    shipped = RadianceField.from_field_data(read_asset(asset_path).field).to(args.device)
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
-    scores = evaluate_levels(shipped, test)
+    scores = evaluate_levels(shipped, test, backend=backend)
     for score in scores:
         reporter.emit("level", **score.to_dict())
     return {

@@ -51,7 +51,9 @@ def shade_fused(
             table,
             features,
         )
-    return field.decode(features, rays.view_directions[samples.ray_index])
+    density, rgb = field.decode(features, rays.view_directions[samples.ray_index])
+    coarsest_cell, _ = field.levels()[0][0].locate(points)
+    return density * (coarsest_cell >= 0), rgb  # empty space outside the coarsest cells
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..field_data import VIEW_FREQUENCIES, StoreKind
+from ..field_data import VIEW_ENCODING_DIM, StoreKind
 from ..octree import MAX_SUPPORTED_LEVEL
 
 Codec = Literal["none", "zlib", "zstd"]
@@ -34,7 +34,6 @@ FP16 = "<f2"
 STORE_IDS: dict[StoreKind, int] = {"dense": 0, "codebook": 1, "lowrank": 2, "hashed": 3}
 CODEC_IDS: dict[Codec, int] = {"none": 0, "zlib": 1, "zstd": 2}
 
-VIEW_ENCODING_DIM = 3 + 6 * VIEW_FREQUENCIES  # the 27 inputs of ``encode_view_directions``
 OUTPUT_DIM = 4  # density, r, g, b
 
 # Caps a header must respect; anything beyond them is refused before any allocation.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dataset import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..field_data import FieldData, MLPWeights
 from .chunk import encode_store, level_structure, to_fp16
 from .codecs import compress
