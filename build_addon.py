@@ -2,7 +2,8 @@
 
 Stages ``addon/vbnf_blender`` with the engine (``core/``) and the CUDA kernel sources
 (``cuda/``) inside it, so the extension needs nothing from this repository; writes the manifest
-with the project's version from ``pyproject.toml``; then packs and checks the zip with
+(``blender_manifest.toml`` at the repository root) with the project's version from
+``pyproject.toml``; then packs and checks the zip with
 Blender's own extension tool (``bl_pkg/cli/blender_ext.py build`` and ``validate``), which runs
 without Blender from the ``bpy`` wheel. Prints the zip's path.
 """
@@ -53,13 +54,14 @@ def stage(staging_dir: Path) -> Path:
     shutil.copytree(ADDON_DIR, package_dir, ignore=IGNORED)
     for name in VENDORED:
         shutil.copytree(REPO_DIR / name, package_dir / name, ignore=IGNORED)
-    manifest = package_dir / MANIFEST_NAME
     text, count = re.subn(
-        r'(?m)^version = "[^"]*"$', f'version = "{project_version()}"', manifest.read_text()
+        r'(?m)^version = "[^"]*"$',
+        f'version = "{project_version()}"',
+        (REPO_DIR / MANIFEST_NAME).read_text(),
     )
     if count != 1:
         raise BuildError(f"{MANIFEST_NAME} needs exactly one top-level 'version = \"...\"' line")
-    manifest.write_text(text)
+    (package_dir / MANIFEST_NAME).write_text(text)
     return package_dir
 
 

@@ -87,6 +87,7 @@ def demo_settings(args: argparse.Namespace) -> BakeSettings:
         max_level=6,
         epochs=args.epochs,
         batch_rays=1024,
+        cpu_threads=args.threads,
     )
 
 
@@ -270,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--bitwidth", type=int, default=4)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the trainer: 1 keeps a shared 2-core machine from thrashing",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo.blend"))
     print(f"demo scene: {len(built.objects)} objects; baking into {out_dir / 'demo.vbnf'}")
     job = bake(built.scene, demo_settings(args), out_dir, timings)
-    volume_object = job.imported
+    volume_object: Any = job.imported
     assert volume_object is not None
     split = load_split(job.dataset_dir, "test")
     for obj in built.objects:  # render the neural field alone

@@ -10,7 +10,9 @@ vendored engine inside. bpy is one module per process and other test files reset
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +26,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 import addon_utils  # noqa: E402  # importable once bpy is
+
 import build_addon  # noqa: E402
 
 REPO_MODULE = "vbnf_test"
@@ -31,6 +34,7 @@ PACKAGE_ID = "vbnf_blender"
 MODULE_NAME = f"bl_ext.{REPO_MODULE}.{PACKAGE_ID}"
 
 _work_dir = Path(tempfile.mkdtemp(prefix="vbnf-extension-test-"))
+atexit.register(shutil.rmtree, _work_dir, ignore_errors=True)
 _zip_path: Path | None = None
 
 

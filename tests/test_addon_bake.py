@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -280,30 +282,68 @@ def test_a_training_failure_reports_the_engines_message(
     assert not (tmp_path / "fails.vbnf").exists()
 
 
-def test_cancel_during_training_stops_the_child(extension: ModuleType, tmp_path: Path) -> None:
+class _ModalHarness:
+    """Drives ``VBNF_OT_bake.modal`` as Blender's event loop would, which never runs under the
+    bpy module: the operator's methods are called on a stand-in ``self`` holding the job that
+    ``invoke`` would have started, with stand-in TIMER and ESC events."""
+
+    def __init__(self, extension: ModuleType, job: Any) -> None:
+        operator = extension.ops_bake.VBNF_OT_bake
+        self.reports: list[tuple[set[str], str]] = []
+        self.me = SimpleNamespace(_job=job, _timer=None)
+        self.me.report = lambda kind, text: self.reports.append((kind, text))
+        self.me._finish = partial(operator._finish, self.me)
+        self.me._end_progress = partial(operator._end_progress, self.me)
+        self._modal = partial(operator.modal, self.me, bpy.context)
+        self.status: Any = bpy.context.window_manager.vbnf_bake_status  # type: ignore[union-attr]
+        job.start()
+        self.status.running = True  # as invoke leaves it
+
+    def send(self, event_type: str) -> set[str]:
+        return self._modal(SimpleNamespace(type=event_type, value="PRESS"))  # type: ignore[no-any-return]
+
+    def tick_until(self, done: Callable[[], bool], timeout_s: float = 120.0) -> set[str]:
+        deadline = time.monotonic() + timeout_s
+        result = {"PASS_THROUGH"}
+        while not done():
+            assert time.monotonic() < deadline, "the bake did not get there in time"
+            result = self.send("TIMER")
+            time.sleep(0.02)
+        return result
+
+
+def test_esc_in_the_modal_bake_stops_the_capture_and_restores_the_scene(
+    extension: ModuleType, tmp_path: Path
+) -> None:
     _tiny_scene()
-    scene = bpy.context.scene
-    assert scene is not None
-    settings = extension.bake_job.BakeSettings(
-        train_views=4, test_views=1, resolution_px=16, samples=1, denoise=False,
-        min_level=2, max_level=3, epochs=50,
-    )  # fmt: skip
-    job = extension.bake_job.BakeJob(scene, settings, tmp_path / "never.vbnf")
-    job.start()
-    try:
-        while job.stage == "capture":
-            job.advance()
-        assert job.stage == "train"
-        job.cancel()
-        deadline = time.monotonic() + 60
-        while not job.finished:
-            job.advance()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    finally:
-        job.close()
-    assert job.stage == "cancelled", job.progress.message
-    assert not (tmp_path / "never.vbnf").exists()
+    scenes.save_blend(tmp_path / "esc.blend")
+    _set_bake_settings()
+    objects_before = sorted(obj.name for obj in bpy.data.objects)
+    harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
+    assert harness.send("TIMER") == {"PASS_THROUGH"}  # one view rendered
+    assert harness.status.stage == "capture" and 0.0 < harness.status.fraction < 0.3
+    assert harness.send("MOUSEMOVE") == {"PASS_THROUGH"}  # the rest of Blender keeps working
+    assert harness.send("ESC") == {"RUNNING_MODAL"}
+    assert harness.send("TIMER") == {"CANCELLED"}
+    assert harness.reports == [({"WARNING"}, "Bake cancelled: cancelled during the capture")]
+    assert not harness.status.running
+    assert sorted(obj.name for obj in bpy.data.objects) == objects_before
+    assert not (tmp_path / "esc.vbnf").exists()
+
+
+def test_the_cancel_button_stops_training_in_the_modal_bake(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "stop.blend")
+    _set_bake_settings(views=4, resolution=16, epochs=50)
+    harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
+    harness.tick_until(lambda: harness.status.stage == "train")
+    assert bpy.ops.vbnf.bake_cancel() == {"FINISHED"}  # the panel's Cancel button
+    result = harness.tick_until(lambda: not harness.status.running, timeout_s=60)
+    assert result == {"CANCELLED"}
+    assert harness.reports == [({"WARNING"}, "Bake cancelled: training stopped")]
+    assert not (tmp_path / "stop.vbnf").exists()
     assert "VBNF Capture" not in bpy.data.objects  # the capture camera is gone
 
 

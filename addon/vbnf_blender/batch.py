@@ -39,7 +39,7 @@ if str(ADDON_DIR) not in sys.path:
 
 import bpy  # noqa: E402
 
-from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, test_views_for  # noqa: E402
+from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, held_out_views_for  # noqa: E402
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
 
@@ -140,6 +140,7 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--epochs", type=int, default=defaults.epochs)
     command.add_argument("--batch-rays", type=int, help="rays per training step (engine default)")
     command.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    command.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     command.add_argument(
         "--python", default="", help="Python with torch that trains (default: this one)"
     )
@@ -150,7 +151,7 @@ def run_bake(args: argparse.Namespace) -> None:
     """Bake each file in turn; failures are reported and counted, not fatal to the rest."""
     settings = BakeSettings(
         train_views=args.views,
-        test_views=test_views_for(args.views),
+        test_views=held_out_views_for(args.views),
         resolution_px=args.resolution,
         samples=args.samples,
         bitwidth=args.bitwidth,
@@ -159,9 +160,12 @@ def run_bake(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         device=args.device,
         batch_rays=args.batch_rays,
+        cpu_threads=args.threads,
     )
     settings.validate()
-    blends: list[Path | None] = list(args.scenes) or [None]
+    if not args.scenes and not bpy.data.filepath:
+        raise UsageError("no .blend file given and none loaded")
+    blends: list[Path | None] = list(args.scenes) or [None]  # None: the file Blender loaded
     failed = []
     for blend in blends:
         name = blend.name if blend is not None else Path(bpy.data.filepath).name

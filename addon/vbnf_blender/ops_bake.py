@@ -23,7 +23,7 @@ from .bake_job import (
     BakeProgress,
     BakeSettings,
     asset_path_for,
-    test_views_for,
+    held_out_views_for,
 )
 from .engine import VbnfError
 from .preferences import python_preference
@@ -38,7 +38,7 @@ def bake_settings(props: Any) -> BakeSettings:
     """The scene's bake properties (``Scene.vbnf_bake``) as job settings."""
     return BakeSettings(
         train_views=props.views,
-        test_views=test_views_for(props.views),
+        test_views=held_out_views_for(props.views),
         resolution_px=props.resolution,
         samples=props.samples,
         bitwidth=props.bitwidth,
@@ -175,7 +175,7 @@ separate process and import it as a volume"""
         if event.type == "ESC" and event.value == "PRESS":
             job.cancel()
             return {"RUNNING_MODAL"}
-        if event.type != "TIMER" or event.timer != self._timer:  # type: ignore[attr-defined]
+        if event.type != "TIMER":  # (any timer: an extra tick only polls sooner)
             return {"PASS_THROUGH"}
         if _status(context).cancel_requested:
             job.cancel()

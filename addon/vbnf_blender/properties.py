@@ -27,10 +27,12 @@ from bpy.props import (
 )
 
 from . import volume
+from .bake_job import BakeSettings
 from .engine import VbnfError
 
 # The engine's octree and file format allow levels 0..12.
 MAX_LEVEL = 12
+_DEFAULTS = BakeSettings()
 
 
 class BakeSettingsProperties(bpy.types.PropertyGroup):
@@ -45,14 +47,14 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
     views: IntProperty(  # type: ignore[valid-type]
         name="Views",
         description="Training views rendered around the target",
-        default=100,
+        default=_DEFAULTS.train_views,
         min=4,
         soft_max=400,
     )
     resolution: IntProperty(  # type: ignore[valid-type]
         name="Resolution",
         description="Side of the square training images in pixels",
-        default=128,
+        default=_DEFAULTS.resolution_px,
         min=16,
         soft_max=1024,
         subtype="PIXEL",
@@ -60,35 +62,35 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
     samples: IntProperty(  # type: ignore[valid-type]
         name="Samples",
         description="Cycles samples per training view",
-        default=32,
+        default=_DEFAULTS.samples,
         min=1,
         soft_max=1024,
     )
     bitwidth: IntProperty(  # type: ignore[valid-type]
         name="Bitwidth",
         description="Bits per codebook index: the codebook has 2^b entries",
-        default=4,
+        default=_DEFAULTS.bitwidth,
         min=1,
         max=8,
     )
     min_level: IntProperty(  # type: ignore[valid-type]
         name="Coarsest Level",
         description="Coarsest octree level with features",
-        default=3,
+        default=_DEFAULTS.min_level,
         min=0,
         max=MAX_LEVEL,
     )
     max_level: IntProperty(  # type: ignore[valid-type]
         name="Finest Level",
         description="Finest octree level with features",
-        default=6,
+        default=_DEFAULTS.max_level,
         min=0,
         max=MAX_LEVEL,
     )
     epochs: IntProperty(  # type: ignore[valid-type]
         name="Epochs",
         description="Passes over all training rays",
-        default=10,
+        default=_DEFAULTS.epochs,
         min=1,
         soft_max=200,
     )
@@ -98,7 +100,7 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
             ("cpu", "CPU", "Train on the CPU"),
             ("cuda", "CUDA", "Train on an NVIDIA GPU (PyTorch with CUDA)"),
         ],
-        default="cpu",
+        default=_DEFAULTS.device,
     )
     output_dir: StringProperty(  # type: ignore[valid-type]
         name="Output Folder",

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -190,7 +190,12 @@ def parse_event(line: str) -> dict[str, Any] | None:
 class TrainingProcess:
     """One running ``python -m core train --events``; see the module docstring."""
 
-    def __init__(self, command: Sequence[str], cwd: Path = ENGINE_ROOT) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        cwd: Path = ENGINE_ROOT,
+        extra_environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.command = list(command)
         self.status = TrainingStatus()
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -201,7 +206,7 @@ class TrainingProcess:
             self._process = subprocess.Popen(
                 self.command,
                 cwd=cwd,
-                env=engine_environment(),
+                env=engine_environment() | dict(extra_environment or {}),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -22,8 +22,6 @@ field was trained on sRGB-encoded pixels and Cycles works in linear light.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .engine import AssetError, FieldDecoder, VbnfError, asset_info, read_asset
+from .engine import AssetError, FieldDecoder, VbnfError, asset_info, atomic_path, read_asset
 
 VOXELS_PER_CELL = 2
 DENSITY_GRID = "density"
@@ -136,15 +134,8 @@ def write_level_vdb(decoder: FieldDecoder, level: int, path: Path) -> int:
         _fill_grid(grid, ijk, values)
         grids.append(grid)
     voxel_count = int(grids[0].activeVoxelCount())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".vdb")
-    os.close(handle)
-    try:
-        openvdb.write(temporary, grids=grids)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        openvdb.write(str(temporary), grids=grids)
     return voxel_count
 
 
