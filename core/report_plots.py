@@ -22,26 +22,31 @@ FAMILY_COLOURS = {
     "hash": "#1f77b4",
 }
 LINE_STYLES = ("-", "--", ":", "-.")
+PANEL_COLUMNS = 2
 
 
 def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path) -> None:
-    """One panel per (title, rows): PSNR against bytes streamed (log x), one curve per method
-    with a point per level of detail (cumulative bytes: header plus every coarser level)."""
+    """One panel per (title, rows): PSNR against kB streamed (log x), one curve per method
+    with a point per level of detail (cumulative bytes: header plus every coarser level).
+    Panels keep their own PSNR range: scenes differ by several dB."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    columns = min(len(panels), PANEL_COLUMNS)
+    rows_of_panels = -(-len(panels) // columns)
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False, sharey=True
+        rows_of_panels, columns, figsize=(5.2 * columns, 4.0 * rows_of_panels), squeeze=False
     )
-    for axis, (title, rows) in zip(axes[0], panels, strict=True):
+    for axis, (title, rows) in zip(axes.flat, panels, strict=False):
         styles: dict[str, int] = {}
         for row in rows:
             style = styles.setdefault(row.family, 0)
             styles[row.family] += 1
             axis.plot(
-                row.level_cumulative_bytes,
+                [size / 1000 for size in row.level_cumulative_bytes],
                 row.level_psnr,
                 marker="o",
                 markersize=3.5,
@@ -50,14 +55,19 @@ def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path
                 label=row.label,
             )
         axis.set_xscale("log")
-        axis.set_xlabel("bytes streamed (header + levels so far)")
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("kB streamed (header + levels so far, log scale)")
+        axis.set_ylabel("PSNR (dB)")
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    for axis in axes.flat[len(panels) :]:
+        axis.set_visible(False)
+    axes.flat[len(panels) - 1].legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 

@@ -22,6 +22,7 @@ from .atomic import atomic_write_bytes
 from .baselines import kmeans_quantize, low_rank
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .dataset import Split, load_split
+from .errors import VbnfError
 from .evaluate import evaluate_levels
 from .field import FieldConfig, RadianceField, TrainableStore
 from .progress import ProgressReporter
@@ -190,7 +191,11 @@ def _resumable(run_dir: Path, config: FieldConfig, options: TrainOptions) -> boo
     ``options.epochs`` (a longer run is retrained: its extra epochs cannot be undone)."""
     if not (run_dir / CHECKPOINT_NAME).is_file():
         return False
-    loaded = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    try:
+        loaded = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    except VbnfError as error:  # e.g. written by an older checkpoint format: train afresh
+        log(f"not resuming: {error}")
+        return False
     previous = loaded.train_options
     return (
         loaded.field.config == config
