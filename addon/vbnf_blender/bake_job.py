@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 
@@ -114,6 +115,24 @@ class BakeSettings:
 def held_out_views_for(train_views: int) -> int:
     """Held-out views scored after training: a tenth of the training views, at least one."""
     return max(1, train_views // 10)
+
+
+def bake_settings(options: Any, **engine_options: Any) -> BakeSettings:
+    """Job settings from the panel's properties or the batch command's arguments, which use the
+    same names (``views``, ``resolution``, ``samples``, ``bitwidth``, levels, ``epochs``,
+    ``device``); ``engine_options`` adds what only the command line sets."""
+    return BakeSettings(
+        train_views=options.views,
+        test_views=held_out_views_for(options.views),
+        resolution_px=options.resolution,
+        samples=options.samples,
+        bitwidth=options.bitwidth,
+        min_level=options.min_level,
+        max_level=options.max_level,
+        epochs=options.epochs,
+        device=options.device,
+        **engine_options,
+    )
 
 
 def asset_path_for(blend_path: str, output_dir: str, fallback_name: str) -> Path:

@@ -39,7 +39,7 @@ if str(ADDON_DIR) not in sys.path:
 
 import bpy  # noqa: E402
 
-from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, held_out_views_for  # noqa: E402
+from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, bake_settings  # noqa: E402
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
 
@@ -149,19 +149,7 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
 
 def run_bake(args: argparse.Namespace) -> None:
     """Bake each file in turn; failures are reported and counted, not fatal to the rest."""
-    settings = BakeSettings(
-        train_views=args.views,
-        test_views=held_out_views_for(args.views),
-        resolution_px=args.resolution,
-        samples=args.samples,
-        bitwidth=args.bitwidth,
-        min_level=args.min_level,
-        max_level=args.max_level,
-        epochs=args.epochs,
-        device=args.device,
-        batch_rays=args.batch_rays,
-        cpu_threads=args.threads,
-    )
+    settings = bake_settings(args, batch_rays=args.batch_rays, cpu_threads=args.threads)
     settings.validate()
     if not args.scenes and not bpy.data.filepath:
         raise UsageError("no .blend file given and none loaded")

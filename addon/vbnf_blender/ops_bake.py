@@ -21,9 +21,8 @@ from .bake_job import (
     BakeError,
     BakeJob,
     BakeProgress,
-    BakeSettings,
     asset_path_for,
-    held_out_views_for,
+    bake_settings,
 )
 from .engine import VbnfError
 from .preferences import python_preference
@@ -32,21 +31,6 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, WmReportItems
 
 TIMER_INTERVAL_S = 0.1
-
-
-def bake_settings(props: Any) -> BakeSettings:
-    """The scene's bake properties (``Scene.vbnf_bake``) as job settings."""
-    return BakeSettings(
-        train_views=props.views,
-        test_views=held_out_views_for(props.views),
-        resolution_px=props.resolution,
-        samples=props.samples,
-        bitwidth=props.bitwidth,
-        min_level=props.min_level,
-        max_level=props.max_level,
-        epochs=props.epochs,
-        device=props.device,
-    )
 
 
 def make_job(context: bpy.types.Context) -> BakeJob:
