@@ -8,8 +8,9 @@ backward, with random densities standing in for the field), the training step ti
 seconds until the test views reach ``--target-db`` PSNR at the finest level (evaluation time
 not counted), frames per second of a 1280x720 early-exit render of the trained field, and peak
 GPU memory (``torch.cuda.max_memory_allocated`` above what was allocated before) of training
-at b = 4, 6 and 8. The cupy column appears where ``--backend cupy`` can run. Figures only;
-nothing is asserted.
+at b = 4, 6 and 8. The cupy columns appear where ``--backend cupy`` can run: the second one
+swaps the fused feature-gather kernels for torch's gather (step time and memory only), to show
+what fusing the gather buys. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from core.dataset import Intrinsics, Split, load_split
-from core.field import FieldConfig, RadianceField
+from core.field import TORCH_GATHER, FieldConfig, RadianceField
 from core.gpu.backend import Backend, cupy_unavailable_reason, select_backend
 from core.metrics import over_white, premultiply, psnr
 from core.progress import ProgressReporter
@@ -40,6 +41,26 @@ from core.trainer import Trainer, TrainOptions, build_field, training_rays
 
 FRAME_FULL = (1280, 720)
 FRAME_QUICK = (64, 36)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column: a backend, optionally with torch's feature gather, measured in full or for
+    step time and memory only."""
+
+    backend: str
+    torch_gather: bool = False
+    full: bool = True
+
+
+TORCH = "torch"
+CUPY = "cupy"
+CUPY_TORCH_GATHER = "cupy, torch gather"
+VARIANTS = {
+    TORCH: Variant(TORCH),
+    CUPY: Variant(CUPY),
+    CUPY_TORCH_GATHER: Variant(CUPY, torch_gather=True, full=False),
+}
 
 
 @dataclass(frozen=True)
@@ -116,16 +137,21 @@ def median_seconds(device: torch.device, repeats: int, work: Callable[[], object
     return statistics.median(times)
 
 
-def make_trainer(data: Path, train: Split, settings: Settings, backend: str, bits: int) -> Trainer:
+def make_trainer(
+    data: Path, train: Split, settings: Settings, variant: Variant, bits: int
+) -> Trainer:
     torch.manual_seed(0)
     config = replace(settings.config, bitwidth=bits)
     field = build_field(train, config, TrainOptions().dilation, data)
     options = TrainOptions(
-        batch_rays=settings.batch_rays, device=str(settings.device), backend=backend
+        batch_rays=settings.batch_rays, device=str(settings.device), backend=variant.backend
     )
     rays = training_rays(train, field, str(settings.device))
     reporter = ProgressReporter(1, interval_s=1e9, stream=io.StringIO())
-    return Trainer(field, rays, options, Path(tempfile.mkdtemp(prefix="vbnf_bench_")), reporter)
+    trainer = Trainer(field, rays, options, Path(tempfile.mkdtemp(prefix="vbnf_bench_")), reporter)
+    if variant.torch_gather:
+        trainer.backend = replace(trainer.backend, gather=TORCH_GATHER)
+    return trainer
 
 
 def pipeline_rays_per_s(trainer: Trainer, settings: Settings, backward: bool) -> float:
@@ -223,7 +249,7 @@ def render_fps(trainer: Trainer, test: Split, settings: Settings) -> float:
 
 
 def peak_training_memory_mb(
-    data: Path, train: Split, settings: Settings, backend: str, bits: int
+    data: Path, train: Split, settings: Settings, variant: Variant, bits: int
 ) -> float:
     """Peak CUDA memory of building a trainer and running 3 steps, above the memory in use
     before (so earlier measurements in this process do not count)."""
@@ -231,7 +257,7 @@ def peak_training_memory_mb(
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(settings.device)
     torch.cuda.reset_peak_memory_stats(settings.device)
-    trainer = make_trainer(data, train, settings, backend, bits)
+    trainer = make_trainer(data, train, settings, variant, bits)
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
         train_step(trainer, generator)
@@ -242,31 +268,33 @@ def peak_training_memory_mb(
     return peak / 2**20
 
 
-def measure(backend: str, data: Path, train: Split, test: Split, settings: Settings) -> dict:
+def measure(variant: Variant, data: Path, train: Split, test: Split, settings: Settings) -> dict:
     figures: dict[str, object] = {}
     for bits in settings.bitwidths:
         figures[f"peak_memory_mb_b{bits}"] = peak_training_memory_mb(
-            data, train, settings, backend, bits
+            data, train, settings, variant, bits
         )
-    trainer = make_trainer(data, train, settings, backend, settings.config.bitwidth)
-    figures["pipeline_forward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, False)
-    figures["pipeline_backward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, True)
+    trainer = make_trainer(data, train, settings, variant, settings.config.bitwidth)
     generator = torch.Generator().manual_seed(3)
     train_step(trainer, generator)
     figures["step_ms"] = 1e3 * statistics.median(
         train_step(trainer, generator) for _ in range(settings.repeats)
     )
+    if not variant.full:
+        return figures
+    figures["pipeline_forward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, False)
+    figures["pipeline_backward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, True)
     reached_s, best_db, spent_s = train_to_target(trainer, test, settings)
     figures.update(seconds_to_target=reached_s, best_test_psnr_db=best_db, trained_s=spent_s)
     figures["render_fps"] = render_fps(trainer, test, settings)
     return figures
 
 
-def describe(settings: Settings, backends: list[str], train_rays: int) -> str:
+def describe(settings: Settings, columns: list[str], train_rays: int) -> str:
     device = settings.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     versions = f"torch {torch.__version__}"
-    if "cupy" in backends:
+    if CUPY in columns:
         from core.gpu.kernels import import_cupy
 
         versions += f", cupy {import_cupy().__version__}"
@@ -291,6 +319,8 @@ def number(key: str, scale: float = 1.0) -> Callable[[dict], str]:
 
 
 def to_target(figures: dict) -> str:
+    if "trained_s" not in figures:
+        return "n/a"
     if figures["seconds_to_target"] is not None:
         return f"{figures['seconds_to_target']:.1f}"
     return f">{figures['trained_s']:.0f} (best {figures['best_test_psnr_db']:.1f} dB)"
@@ -337,10 +367,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
     settings = settings_from(args)
-    backends = ["torch"]
     reason = cupy_unavailable_reason(settings.device)
-    if reason is None:
-        backends.append("cupy")
+    columns = list(VARIANTS) if reason is None else [TORCH]
     data = write_synthetic_dataset(
         Path(tempfile.mkdtemp(prefix="vbnf_bench_scene_")),
         settings.views,
@@ -348,10 +376,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         settings.resolution_px,
     )
     train, test = load_split(data, "train"), load_split(data, "test")
-    for name in backends:
-        select_backend(name, settings.device)  # compile the kernels before any clock runs
-    results = {name: measure(name, data, train, test, settings) for name in backends}
-    print(describe(settings, backends, int(train.rgba[..., 0].size)))
+    for name in columns:
+        select_backend(VARIANTS[name].backend, settings.device)  # compile before any clock runs
+    results = {name: measure(VARIANTS[name], data, train, test, settings) for name in columns}
+    print(describe(settings, columns, int(train.rgba[..., 0].size)))
     if reason is not None:
         print(f"cupy backend not measured: {reason}")
     print(table(results, settings))

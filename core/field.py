@@ -9,7 +9,7 @@ Laplacian pyramid, paper section 4.3). A level without a cell at the point adds 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -125,6 +125,45 @@ def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.
     return rows, position[ids]
 
 
+class FeatureGather(Protocol):
+    """The two steps of a level's feature lookup that a backend may replace with kernels (the
+    fused CUDA ones are :class:`core.gpu.ops.KernelGather`)."""
+
+    def corners(
+        self, index: LevelIndex, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cell per point (-1 where unallocated), its corner ids [N, 8] and trilinear weights
+        [N, 8]; unallocated points get weight 0 and cell 0's corner ids."""
+        ...
+
+    def interpolate(
+        self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_c weights[:, c] * table[rows[:, c]]`` [N, k], differentiable in ``table``."""
+        ...
+
+
+class TorchGather:
+    """The reference :class:`FeatureGather`. The gather uses ``index_select``, whose backward
+    is an ``index_add`` (``embedding_bag`` sorts, and was slower on the CPU)."""
+
+    def corners(
+        self, index: LevelIndex, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cell, weights = index.locate(points)
+        corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
+        return cell, corner_ids, weights * (cell >= 0)[:, None]
+
+    def interpolate(
+        self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        corner_features = table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
+        return (weights.unsqueeze(-1) * corner_features).sum(dim=1)
+
+
+TORCH_GATHER = TorchGather()
+
+
 class RadianceField(nn.Module):
     """Feature stores for levels ``min_level..max_level`` plus one shared decoder MLP."""
 
@@ -164,38 +203,38 @@ class RadianceField(nn.Module):
             for index, store in zip(self.indexes, self.stores, strict=True)
         ]
 
-    def features(self, points: torch.Tensor, lod: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, points: torch.Tensor, lod: int, gather: FeatureGather = TORCH_GATHER
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels), and
         whether each point lies in an allocated cell of the coarsest level (elsewhere the field
         is empty space: density 0, as the numpy decoder has it).
 
         Per level only the corners this batch touches are asked for (``store(rows)``), so the
-        VQ-AD softmax runs on those rows alone. The 8-corner sum gathers with ``index_select``,
-        whose backward is an ``index_add`` (``embedding_bag``'s sorts, and was slower on the
-        CPU). Points in unallocated cells get zero weights, hence zero features.
+        VQ-AD softmax runs on those rows alone. Points in unallocated cells get zero weights,
+        hence zero features.
         """
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         total = points.new_zeros(points.shape[0], self.config.feature_dim)
         inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
         for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
-            cell, weights = index.locate(points)
-            allocated = cell >= 0
+            cell, corner_ids, weights = gather.corners(index, points)
             if depth == 0:
-                inside = allocated
-            corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
+                inside = cell >= 0
             rows, local_ids = touched_rows(corner_ids, index.num_corners)
-            corner_features = store(rows).index_select(0, local_ids.reshape(-1))
-            corner_features = corner_features.view(*local_ids.shape, self.config.feature_dim)
-            level_weights = (weights * allocated[:, None]).unsqueeze(-1)
-            total = total + (level_weights * corner_features).sum(dim=1)
+            total = total + gather.interpolate(weights, local_ids, store(rows))
         return total, inside
 
     def forward(
-        self, points: torch.Tensor, directions: torch.Tensor, lod: int
+        self,
+        points: torch.Tensor,
+        directions: torch.Tensor,
+        lod: int,
+        gather: FeatureGather = TORCH_GATHER,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
-        features, inside = self.features(points, lod)
+        features, inside = self.features(points, lod, gather)
         density, rgb = self.decode(features, directions)
         return density * inside, rgb
 

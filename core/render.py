@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .dataset import Intrinsics, camera_rays
-from .field import RadianceField
+from .field import TORCH_GATHER, FeatureGather, RadianceField
 from .gpu.backend import Backend, torch_backend
 from .raymarch import OctreeTracer, PackedSamples, VoxelHits, composite, normalize_rays, sample_hits
 
@@ -56,9 +56,13 @@ def make_ray_batch(
 
 
 def shade(
-    field: RadianceField, samples: PackedSamples, rays: RayBatch, lod: int
+    field: RadianceField,
+    samples: PackedSamples,
+    rays: RayBatch,
+    lod: int,
+    gather: FeatureGather = TORCH_GATHER,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return field(samples.points, rays.view_directions[samples.ray_index], lod)
+    return field(samples.points, rays.view_directions[samples.ray_index], lod, gather)
 
 
 def render_rays(
@@ -70,11 +74,12 @@ def render_rays(
     backend: Backend | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Premultiplied RGB [R, 3] and alpha [R] of a ray batch, differentiable (training).
-    ``backend`` supplies traversal, sampling and compositing (the torch reference when None)."""
+    ``backend`` supplies traversal, sampling, the feature gather and compositing (the torch
+    reference when None)."""
     backend = backend or torch_backend()
     hits = backend.trace(tracer, rays.origins, rays.directions)
     samples = backend.sample(hits, rays.origins, rays.directions, generator)
-    density, rgb = shade(field, samples, rays, lod)
+    density, rgb = shade(field, samples, rays, lod, backend.gather)
     return backend.composite(density, rgb, samples, len(rays))
 
 

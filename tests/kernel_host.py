@@ -4,9 +4,10 @@ Each ``.cu`` file is compiled as C++ with g++ under a small shim: ``__global__``
 vanish, ``blockIdx``/``threadIdx`` become globals, and the ``__*_rn`` intrinsics become plain
 IEEE operations (``-ffp-contract=off`` keeps them unfused, as on the GPU). For every
 ``extern "C" __global__`` kernel a generated ``host_<name>(num_threads, ...)`` runs its threads
-one after another, which is a valid schedule because no kernel here shares data between
-threads. :func:`host_launch` and :func:`host_pointer` then stand in for ``core.gpu.kernels``'
-``launch`` and ``pointer``, so ``core.gpu.ops`` runs unchanged on CPU tensors.
+one after another, which is a valid schedule because threads share data only through
+``atomicAdd`` (a plain add when they run in turn). :func:`host_launch` and
+:func:`host_pointer` then stand in for ``core.gpu.kernels``' ``launch`` and ``pointer``, so
+``core.gpu.ops`` runs unchanged on CPU tensors.
 
 What this does not cover: CuPy itself (compilation by NVRTC, stream and argument marshalling)
 and the GPU's own math library; the GPU parity tests do.
@@ -43,6 +44,11 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float atomicAdd(float* address, float value) {
+    const float old = *address;
+    *address = old + value;
+    return old;
+}
 """
 
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)

@@ -16,7 +16,10 @@ Tolerances:
   the kernel hashes its jitter instead of drawing torch's CPU random numbers;
 - compositing forward: ``rtol=1e-5, atol=1e-6`` (fp32, summation order differs);
 - compositing gradients: ``rtol=1e-4`` and ``atol`` 1e-5 of the largest reference gradient;
-- fused feature gather: ``rtol=1e-5, atol=1e-7``;
+- training feature gather: cells and corner ids exact, weights ``rtol=1e-6, atol=1e-7``;
+  interpolated features ``rtol=1e-5, atol=1e-6`` and their gradients like compositing's
+  (atomic adds sum in another order);
+- inference feature gather: ``rtol=1e-5, atol=1e-7``;
 - early-exit renders: 99.9 % of rays within ``1e-5``, all within twice the termination
   threshold (a ray whose transmittance rounds across the threshold stops a voxel apart);
 - training gradients through ``render_rays``: ``rtol=1e-3``, ``atol`` 1e-4 of the largest.
@@ -29,7 +32,7 @@ import pytest
 import torch
 from kernel_host import GXX, host_launch, host_pointer
 
-from core.field import FieldConfig, RadianceField, TrainableStore
+from core.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
 from core.gpu import ops
 from core.gpu.backend import cupy_backend, cupy_unavailable_reason, select_backend, torch_backend
 from core.gpu.early_exit import corner_tables, shade_fused
@@ -271,6 +274,78 @@ def test_fused_feature_gather_matches_field(
             actual = shade_fused(field, corner_tables(field, lod), moved, rays)
         for got, want in zip(actual, expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def gather_points(device: torch.device, octree: SparseOctree, seed: int) -> torch.Tensor:
+    """Samples along random rays (mostly in allocated cells), every 7th pushed out of the cube,
+    plus points on the cube's faces and corners, where cells clamp."""
+    origins, directions = make_rays(device, 2048, seed=seed)
+    tracer = OctreeTracer(octree, 3).to(device)
+    points = sample_hits(tracer(origins, directions), origins, directions, None).points.clone()
+    points[::7] *= 1.5
+    faces = torch.tensor(
+        [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -0.3, 0.2], [0.0, 0.0, 0.0], [-1.0, 0.6, 1.0]],
+        device=device,
+    )
+    return torch.cat([points, faces]).contiguous()
+
+
+@pytest.mark.parametrize("level", [0, 3, MAX_LEVEL])
+def test_locate_corners_matches_torch(
+    device: torch.device, octree: SparseOctree, level: int
+) -> None:
+    index = LevelIndex(octree, level).to(device)
+    points = gather_points(device, octree, seed=13)
+    expected = TORCH_GATHER.corners(index, points)
+    actual = ops.KernelGather().corners(index, points)
+    assert bool((expected[0] >= 0).any()) and bool((expected[0] < 0).any())
+    assert torch.equal(actual[0], expected[0])
+    assert torch.equal(actual[1], expected[1])
+    torch.testing.assert_close(actual[2], expected[2], rtol=1e-6, atol=1e-7)
+
+
+def test_corner_interpolation_values_and_gradients(device: torch.device) -> None:
+    generator = torch.Generator(device=device).manual_seed(14)
+    num_points, num_rows, feature_dim = ray_count(device, 20000), 300, 8
+    weights = torch.rand(num_points, 8, device=device, generator=generator)
+    weights[::5] = 0.0  # unallocated points
+    rows = torch.randint(0, num_rows, (num_points, 8), device=device, generator=generator)
+    table = torch.randn(num_rows, feature_dim, device=device, generator=generator)
+    table.requires_grad_()
+    grad_features = torch.randn(num_points, feature_dim, device=device, generator=generator)
+    results = []
+    for gather in (TORCH_GATHER, ops.KernelGather()):
+        features = gather.interpolate(weights, rows, table)
+        (grad_table,) = torch.autograd.grad((features * grad_features).sum(), table)
+        results.append((features, grad_table))
+    (want_features, want_grad), (got_features, got_grad) = results
+    torch.testing.assert_close(got_features, want_features, rtol=1e-5, atol=1e-6)
+    assert_gradient_close(got_grad, want_grad)
+
+
+@pytest.mark.parametrize("store", ["codebook", "dense", "hashed"])
+def test_training_feature_gather_matches_field(
+    device: torch.device, octree: SparseOctree, store: TrainableStore
+) -> None:
+    field = make_field(device, octree, store, 0.0).train()
+    points = gather_points(device, octree, seed=15)
+    generator = torch.Generator(device=device).manual_seed(15)
+    for lod in (0, field.config.num_lods - 1):
+        weights = torch.randn(points.shape[0], field.config.feature_dim, device=device,
+                              generator=generator)  # fmt: skip
+        results = []
+        for gather in (TORCH_GATHER, ops.KernelGather()):
+            field.zero_grad(set_to_none=True)
+            features, inside = field.features(points, lod, gather)
+            (features * weights).sum().backward()
+            grads = [p.grad.clone() for p in field.stores.parameters() if p.grad is not None]
+            results.append((features.detach(), inside, grads))
+        (want, want_inside, want_grads), (got, got_inside, got_grads) = results
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got_inside, want_inside)
+        assert len(got_grads) == len(want_grads) > 0
+        for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+            assert_gradient_close(got_grad, want_grad)
 
 
 @pytest.mark.parametrize("density_bias", [0.0, 40.0])

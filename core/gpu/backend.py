@@ -1,6 +1,6 @@
 """Choosing between the torch reference and the CUDA kernels: ``--backend auto|torch|cupy``.
 
-A :class:`Backend` bundles the four hot paths of rendering with the signatures of their torch
+A :class:`Backend` bundles the five hot paths of rendering with the signatures of their torch
 reference, so the trainer and renderer call ``backend.trace(...)`` and never care which one
 runs. ``auto`` takes the kernels when the device is CUDA, CuPy imports and every kernel
 compiles; otherwise torch, which is also what a CPU machine gets. Asking for ``cupy`` where it
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from ..errors import VbnfError
+from ..field import TORCH_GATHER, FeatureGather
 from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
 from ..raymarch import composite as torch_composite
 from ..raymarch import sample_hits as torch_sample_hits
@@ -65,12 +66,14 @@ class RenderEarlyExitFn(Protocol):
 class Backend:
     """The hot paths of one implementation; each has the signature of the torch function:
     ``trace(tracer, origins, directions)`` is ``tracer(origins, directions)``, ``sample`` is
-    ``raymarch.sample_hits``, ``composite`` is ``raymarch.composite`` and ``render_early_exit``
-    is ``render.render_rays_early_exit``."""
+    ``raymarch.sample_hits``, ``gather`` is the field's :class:`~core.field.FeatureGather`,
+    ``composite`` is ``raymarch.composite`` and ``render_early_exit`` is
+    ``render.render_rays_early_exit``."""
 
     name: str
     trace: TraceFn
     sample: SampleFn
+    gather: FeatureGather
     composite: CompositeFn
     render_early_exit: RenderEarlyExitFn
 
@@ -87,7 +90,12 @@ def torch_backend() -> Backend:
     from ..render import render_rays_early_exit  # render imports this module at import time
 
     return Backend(
-        "torch", trace_with_torch, torch_sample_hits, torch_composite, render_rays_early_exit
+        "torch",
+        trace_with_torch,
+        torch_sample_hits,
+        TORCH_GATHER,
+        torch_composite,
+        render_rays_early_exit,
     )
 
 
@@ -96,7 +104,14 @@ def cupy_backend() -> Backend:
     """The CUDA kernels (CUDA tensors only); see :func:`cupy_unavailable_reason` first."""
     from . import early_exit, ops
 
-    return Backend("cupy", ops.trace, ops.sample, ops.composite, early_exit.render_rays_early_exit)
+    return Backend(
+        "cupy",
+        ops.trace,
+        ops.sample,
+        ops.KernelGather(),
+        ops.composite,
+        early_exit.render_rays_early_exit,
+    )
 
 
 def cupy_unavailable_reason(device: str | torch.device) -> str | None:

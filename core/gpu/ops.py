@@ -1,8 +1,10 @@
 """Torch-facing wrappers of the CUDA kernels, with the signatures of the torch reference.
 
 ``trace``, ``sample`` and ``composite`` take and return exactly what ``OctreeTracer.forward``,
-``sample_hits`` and ``composite`` in :mod:`core.raymarch` do, so a :class:`Backend` can swap
-them in; ``composite`` is differentiable through :class:`PackedComposite`. Outputs are torch
+``sample_hits`` and ``composite`` in :mod:`core.raymarch` do, and :class:`KernelGather` is a
+:class:`~core.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
+the gather's ``interpolate`` are differentiable (:class:`PackedComposite`,
+:class:`CornerInterpolation`). Outputs are torch
 tensors allocated here (see :mod:`core.gpu.kernels` for the launch conventions).
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..field import LevelIndex
 from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
 from .kernels import launch, pointer
 from .octree_tables import trace_tables
@@ -235,3 +238,70 @@ def gather_level_features(
         pointer(table, torch.float32), np.int32(table.shape[1]),
         pointer(features, torch.float32),
     )  # fmt: skip
+
+
+class CornerInterpolation(torch.autograd.Function):
+    """Forward: ``sum_c weights[:, c] * table[rows[:, c]]``. Backward: the table's gradient by
+    atomic scatter. Only ``weights`` and ``rows`` are saved (12 bytes per corner), where torch's
+    gather-multiply-sum saves the ``[N, 8, k]`` gathered features."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        num_points, feature_dim = int(weights.shape[0]), int(table.shape[1])
+        features = torch.empty(num_points, feature_dim, dtype=torch.float32, device=table.device)
+        launch(
+            "interpolate_corners", table.device, num_points * feature_dim,
+            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+            pointer(table, torch.float32), np.int32(feature_dim),
+            pointer(features, torch.float32),
+        )  # fmt: skip
+        ctx.save_for_backward(weights, rows)
+        ctx.table_rows = int(table.shape[0])
+        return features
+
+    @staticmethod
+    def backward(ctx: Any, grad_features: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        weights, rows = ctx.saved_tensors
+        grad_features = grad_features.float().contiguous()
+        num_points, feature_dim = grad_features.shape
+        grad_table = grad_features.new_zeros(ctx.table_rows, feature_dim)
+        launch(
+            "interpolate_corners_backward", grad_features.device, num_points * feature_dim,
+            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+            pointer(grad_features, torch.float32), np.int32(feature_dim),
+            pointer(grad_table, torch.float32),
+        )  # fmt: skip
+        return None, None, grad_table
+
+
+class KernelGather:
+    """The :class:`~core.field.FeatureGather` of the cupy backend: lookup and weights in one
+    kernel (instead of ~15 tensor operations), interpolation without ``[N, 8, k]`` tensors."""
+
+    def corners(
+        self, index: LevelIndex, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        points = points.float().contiguous()
+        num_points, device = int(points.shape[0]), points.device
+        cell = torch.empty(num_points, dtype=torch.int64, device=device)
+        corner_ids = torch.empty(num_points, 8, dtype=torch.int64, device=device)
+        weights = torch.empty(num_points, 8, dtype=torch.float32, device=device)
+        launch(
+            "locate_corners", device, num_points,
+            pointer(points, torch.float32), np.int64(num_points), np.int32(index.resolution),
+            pointer(index.sorted_keys, torch.int64), np.int64(index.sorted_keys.numel()),
+            pointer(index.key_to_cell, torch.int64), pointer(index.cell_corners, torch.int64),
+            pointer(cell, torch.int64), pointer(corner_ids, torch.int64),
+            pointer(weights, torch.float32),
+        )  # fmt: skip
+        return cell, corner_ids, weights
+
+    def interpolate(
+        self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        features: torch.Tensor = CornerInterpolation.apply(
+            weights.float().contiguous(), rows.contiguous(), table.float().contiguous()
+        )
+        return features
