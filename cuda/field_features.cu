@@ -59,6 +59,17 @@ __device__ void corner_weights(const float local[3], float weight[8]) {
     }
 }
 
+// The cell holding point `point` of `points` (or -1) and its corners' trilinear weights.
+__device__ long long locate_point(const float* points, long long point, int resolution,
+                                  const long long* sorted_keys, long long num_cells,
+                                  const long long* key_to_cell, float weight[8]) {
+    float local[3];
+    const long long cell =
+        find_cell(points + 3 * point, resolution, sorted_keys, num_cells, key_to_cell, local);
+    corner_weights(local, weight);
+    return cell;
+}
+
 extern "C" __global__ void locate_corners(const float* points, long long num_points,
                                           int resolution, const long long* sorted_keys,
                                           long long num_cells, const long long* key_to_cell,
@@ -68,15 +79,13 @@ extern "C" __global__ void locate_corners(const float* points, long long num_poi
     if (point >= num_points) {
         return;
     }
-    float local[3];
-    const long long cell =
-        find_cell(points + 3 * point, resolution, sorted_keys, num_cells, key_to_cell, local);
     float weight[8];
-    corner_weights(local, weight);
-    const long long corner_cell = cell < 0 ? 0 : cell;
+    const long long cell =
+        locate_point(points, point, resolution, sorted_keys, num_cells, key_to_cell, weight);
+    const long long* corners = cell_corners + 8 * (cell < 0 ? 0 : cell);
     cell_out[point] = cell;
     for (int corner = 0; corner < 8; ++corner) {
-        corner_ids[8 * point + corner] = num_cells == 0 ? 0 : cell_corners[8 * corner_cell + corner];
+        corner_ids[8 * point + corner] = num_cells == 0 ? 0 : corners[corner];
         weights[8 * point + corner] = cell < 0 ? 0.0f : weight[corner];
     }
 }
@@ -136,14 +145,12 @@ extern "C" __global__ void gather_level_features(const float* points, long long 
     if (point >= num_points) {
         return;
     }
-    float local[3];
+    float weight[8];
     const long long cell =
-        find_cell(points + 3 * point, resolution, sorted_keys, num_cells, key_to_cell, local);
+        locate_point(points, point, resolution, sorted_keys, num_cells, key_to_cell, weight);
     if (cell < 0) {
         return;
     }
-    float weight[8];
-    corner_weights(local, weight);
     long long corner_row[8];
     for (int corner = 0; corner < 8; ++corner) {
         corner_row[corner] = cell_corners[8 * cell + corner] * feature_dim;

@@ -249,14 +249,8 @@ class CornerInterpolation(torch.autograd.Function):
     def forward(
         ctx: Any, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
     ) -> torch.Tensor:
-        num_points, feature_dim = int(weights.shape[0]), int(table.shape[1])
-        features = torch.empty(num_points, feature_dim, dtype=torch.float32, device=table.device)
-        launch(
-            "interpolate_corners", table.device, num_points * feature_dim,
-            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
-            pointer(table, torch.float32), np.int32(feature_dim),
-            pointer(features, torch.float32),
-        )  # fmt: skip
+        features = table.new_empty(int(weights.shape[0]), int(table.shape[1]))
+        _launch_interpolation("interpolate_corners", weights, rows, table, features)
         ctx.save_for_backward(weights, rows)
         ctx.table_rows = int(table.shape[0])
         return features
@@ -265,15 +259,24 @@ class CornerInterpolation(torch.autograd.Function):
     def backward(ctx: Any, grad_features: torch.Tensor) -> tuple[None, None, torch.Tensor]:
         weights, rows = ctx.saved_tensors
         grad_features = grad_features.float().contiguous()
-        num_points, feature_dim = grad_features.shape
-        grad_table = grad_features.new_zeros(ctx.table_rows, feature_dim)
-        launch(
-            "interpolate_corners_backward", grad_features.device, num_points * feature_dim,
-            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
-            pointer(grad_features, torch.float32), np.int32(feature_dim),
-            pointer(grad_table, torch.float32),
-        )  # fmt: skip
+        grad_table = grad_features.new_zeros(ctx.table_rows, int(grad_features.shape[1]))
+        _launch_interpolation(
+            "interpolate_corners_backward", weights, rows, grad_features, grad_table
+        )
         return None, None, grad_table
+
+
+def _launch_interpolation(
+    name: str, weights: torch.Tensor, rows: torch.Tensor, source: torch.Tensor, out: torch.Tensor
+) -> None:
+    """Both interpolation kernels take (weights, rows, N, source [., k], k, out [., k]) and run
+    one thread per (point, channel)."""
+    num_points, feature_dim = int(weights.shape[0]), int(source.shape[1])
+    launch(
+        name, source.device, num_points * feature_dim,
+        pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+        pointer(source, torch.float32), np.int32(feature_dim), pointer(out, torch.float32),
+    )  # fmt: skip
 
 
 class KernelGather:
