@@ -41,6 +41,7 @@ from mathutils import Matrix  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from vbnf_blender import register, scenes  # noqa: E402
 from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings  # noqa: E402
+from vbnf_blender.capture import CaptureSettings  # noqa: E402
 
 from core.dataset import Split, load_split  # noqa: E402
 from core.metrics import over_white, premultiply, psnr  # noqa: E402
@@ -78,10 +79,12 @@ class Timings:
 def demo_settings(args: argparse.Namespace) -> BakeSettings:
     """Small enough for a 2-core CPU in a few minutes, large enough to show the levels apart."""
     return BakeSettings(
-        train_views=args.views,
-        test_views=args.test_views,
-        resolution_px=args.resolution,
-        samples=args.samples,
+        capture=CaptureSettings(
+            train_views=args.views,
+            test_views=args.test_views,
+            resolution_px=args.resolution,
+            samples=args.samples,
+        ),
         bitwidth=args.bitwidth,
         min_level=3,
         max_level=6,

@@ -9,6 +9,7 @@ tests share one worker (xdist group) because the installed extension lives in th
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,9 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+for _path in (TESTS_DIR, REPO_DIR / "addon"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import addon_extension  # noqa: E402
 import blender_scenes as scenes  # noqa: E402
@@ -156,6 +158,7 @@ def test_the_bake_button_writes_the_asset_next_to_the_blend_and_imports_it(
     material = obj.data.materials[0]
     nodes = {node.bl_idname for node in material.node_tree.nodes}
     assert "ShaderNodeVolumePrincipled" in nodes
+    assert not (baked.blend.parent / "tiny.vbnf.bake").exists()  # the asset is the product
     print(f"\nbake through the operator took {baked.seconds:.1f} s")
 
 
@@ -280,6 +283,7 @@ def test_a_training_failure_reports_the_engines_message(
         bpy.ops.vbnf.bake()
     assert sorted(obj.name for obj in bpy.data.objects) == objects_before  # scene restored
     assert not (tmp_path / "fails.vbnf").exists()
+    assert (tmp_path / "fails.vbnf.bake" / "bake.json").is_file()  # the views are kept
 
 
 class _ModalHarness:
@@ -312,39 +316,214 @@ class _ModalHarness:
         return result
 
 
-def test_esc_in_the_modal_bake_stops_the_capture_and_restores_the_scene(
+def _view_files(work_dir: Path, dataset: str = "dataset") -> dict[Path, int]:
+    """The rendered views' files and their modification times (a view rendered again would be
+    a new file with a new time)."""
+    return {path: path.stat().st_mtime_ns for path in (work_dir / dataset).glob("*/r_*")}
+
+
+def _work_state(work_dir: Path) -> dict[str, Any]:
+    return json.loads((work_dir / "bake.json").read_text())  # type: ignore[no-any-return]
+
+
+def _cancel_during_capture(extension: ModuleType, views: int) -> list[tuple[set[str], str]]:
+    """Start a bake of the open file, press Esc after ``views`` views; the operator's reports."""
+    harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
+    for _ in range(views):
+        assert harness.send("TIMER") == {"PASS_THROUGH"}
+    assert harness.send("ESC") == {"RUNNING_MODAL"}
+    assert harness.send("TIMER") == {"CANCELLED"}
+    assert not harness.status.running
+    return harness.reports
+
+
+def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     extension: ModuleType, tmp_path: Path
 ) -> None:
     _tiny_scene()
     scenes.save_blend(tmp_path / "esc.blend")
-    _set_bake_settings()
+    _set_bake_settings(views=4, resolution=16)  # and 1 test view
     objects_before = sorted(obj.name for obj in bpy.data.objects)
     harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
     assert harness.send("TIMER") == {"PASS_THROUGH"}  # one view rendered
     assert harness.status.stage == "capture" and 0.0 < harness.status.fraction < 0.3
     assert harness.send("MOUSEMOVE") == {"PASS_THROUGH"}  # the rest of Blender keeps working
+    assert harness.send("TIMER") == {"PASS_THROUGH"}  # a second view
     assert harness.send("ESC") == {"RUNNING_MODAL"}
     assert harness.send("TIMER") == {"CANCELLED"}
-    assert harness.reports == [({"WARNING"}, "Bake cancelled: cancelled during the capture")]
+    assert harness.reports == [
+        (
+            {"WARNING"},
+            "Bake cancelled: cancelled during the capture. "
+            "Kept 2/5 views: press Bake again to resume",
+        )
+    ]
     assert not harness.status.running
     assert sorted(obj.name for obj in bpy.data.objects) == objects_before
     assert not (tmp_path / "esc.vbnf").exists()
+    work_dir = tmp_path / "esc.vbnf.bake"
+    kept = _view_files(work_dir)
+    assert len(kept) == 4 and _work_state(work_dir)["views_done"] == 2  # PNG + depth EXR each
+    assert extension.work_folder.resume_line(work_dir) == "Resumable: 2/5 views"
+
+    resumed = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
+    resumed.tick_until(lambda: resumed.status.stage == "train")
+    views = _view_files(work_dir)
+    assert len(views) == 10 and all(views[path] == time for path, time in kept.items())
+    assert resumed.tick_until(lambda: not resumed.status.running) == {"FINISHED"}
+    [(kind, text)] = resumed.reports
+    assert kind == {"INFO"} and text.endswith(", resumed from 2/5 views)"), text
+    assert (tmp_path / "esc.vbnf").is_file() and not work_dir.exists()
 
 
-def test_the_cancel_button_stops_training_in_the_modal_bake(
+def test_a_resumed_capture_keeps_only_views_of_the_same_plan(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scene = bpy.context.scene
+    capture = extension.capture
+    settings = capture.CaptureSettings(
+        train_views=2, test_views=1, resolution_px=16, samples=1, denoise=False
+    )
+    with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
+        job.step()  # and abandoned, as a cancelled bake leaves it
+    first = _view_files(tmp_path, dataset="")
+    with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
+        assert (job.views_kept, job.views_done) == (1, 1)
+        job.step()
+        job.step()
+        assert job.finished
+    assert all(_view_files(tmp_path, dataset="")[path] == time for path, time in first.items())
+    (tmp_path / "transforms_train.json").unlink()
+    with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
+        assert job.views_kept == 3 and job.finished  # nothing to render: a complete dataset
+    assert extension.engine.dataset.load_split(tmp_path, "train").rgba.shape[0] == 2
+    bpy.data.objects["Cube"].location.x += 1.0  # other bounds, other cameras
+    with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
+        assert job.views_kept == 0 and _view_files(tmp_path, dataset="") == {}
+
+
+def _small_batch_job(extension: ModuleType, asset_path: Path | None = None) -> Any:
+    """The Bake button's job, but with 64-ray batches: 16 training steps an epoch on the tiny
+    capture, so a cancel lands inside training, not after it."""
+    scene: Any = bpy.context.scene
+    return extension.bake_job.BakeJob(
+        scene,
+        extension.bake_job.bake_settings(scene.vbnf_bake, batch_rays=64),
+        asset_path or extension.ops_bake.scene_asset_path(scene),
+        import_into=scene.collection,
+    )
+
+
+def test_the_cancel_button_keeps_the_checkpoint_and_the_next_bake_resumes_training(
     extension: ModuleType, tmp_path: Path
 ) -> None:
     _tiny_scene()
     scenes.save_blend(tmp_path / "stop.blend")
-    _set_bake_settings(views=4, resolution=16, epochs=50)
-    harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
-    harness.tick_until(lambda: harness.status.stage == "train")
+    _set_bake_settings(views=4, resolution=16, epochs=20)
+    harness = _ModalHarness(extension, _small_batch_job(extension))
+    harness.tick_until(lambda: harness.status.epoch >= 1)  # a step trained: the trainer listens
     assert bpy.ops.vbnf.bake_cancel() == {"FINISHED"}  # the panel's Cancel button
     result = harness.tick_until(lambda: not harness.status.running, timeout_s=60)
     assert result == {"CANCELLED"}
-    assert harness.reports == [({"WARNING"}, "Bake cancelled: training stopped")]
     assert not (tmp_path / "stop.vbnf").exists()
     assert "VBNF Capture" not in bpy.data.objects  # the capture camera is gone
+    work_dir = tmp_path / "stop.vbnf.bake"
+    state = _work_state(work_dir)
+    step, steps_per_epoch = state["checkpoint_step"], state["steps_per_epoch"]
+    assert (work_dir / "run" / "checkpoint.pt").is_file() and step >= 1 and steps_per_epoch == 16
+    kept = f"5/5 views, epoch {math.ceil(step / steps_per_epoch)}/20"
+    assert harness.reports == [
+        ({"WARNING"}, f"Bake cancelled: training stopped. Kept {kept}: press Bake again to resume")
+    ]
+    assert extension.work_folder.resume_line(work_dir) == f"Resumable: {kept}"
+    views = _view_files(work_dir)
+
+    # Another bitwidth binds another checkpoint: a copy of the kept bake keeps its views only.
+    other = tmp_path / "other.vbnf"
+    shutil.copytree(work_dir, extension.work_folder.work_dir_for(other))
+    _set_bake_settings(views=4, resolution=16, epochs=20, bitwidth=3)
+    retrain = _small_batch_job(extension, other)
+    retrain.start()
+    assert retrain.resume_note == (
+        "resumed from 5/5 views; training starts over: the training settings changed"
+    )
+    assert not (retrain.work_dir / "run").exists()
+    assert _work_state(retrain.work_dir)["checkpoint_step"] is None
+    retrain.cancel()
+    retrain.advance()
+    retrain.close()
+    assert retrain.kept == "5/5 views"
+
+    # Fewer epochs than asked before, but not fewer than trained: training continues.
+    _set_bake_settings(views=4, resolution=16, epochs=step // steps_per_epoch + 1)
+    job = _small_batch_job(extension)
+    views_when_training: list[dict[Path, int]] = []
+
+    def watch(progress: Any) -> None:
+        if progress.stage == "train" and not views_when_training:
+            views_when_training.append(_view_files(work_dir))
+            assert "--resume" in job._training.command  # told to continue the checkpoint
+
+    assert job.run(on_progress=watch) == tmp_path / "stop.vbnf"
+    assert views_when_training == [views]  # no view rendered again
+    assert job.resume_note.startswith("resumed from 5/5 views, epoch ")
+    info = extension.engine.asset_info(tmp_path / "stop.vbnf")
+    assert [level["level"] for level in info["levels"]] == list(LEVELS)
+    assert not work_dir.exists()
+
+
+def test_changed_capture_settings_start_over(extension: ModuleType, tmp_path: Path) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "changed.blend")
+    _set_bake_settings(views=4, resolution=16)
+    _cancel_during_capture(extension, views=1)
+    work_dir = tmp_path / "changed.vbnf.bake"
+    assert len(_view_files(work_dir)) == 2
+    _set_bake_settings(views=4, resolution=20)
+    job = extension.ops_bake.make_job(bpy.context)
+    job.start()
+    assert job.resume_note == "started over: the capture settings or the objects changed"
+    assert job.progress.message == job.resume_note
+    assert _view_files(work_dir) == {} and _work_state(work_dir)["views_done"] == 0
+    job.cancel()
+    job.advance()
+    job.close()
+    assert job.kept is None and not work_dir.exists()  # nothing worth keeping
+
+
+class _Layout:
+    """Records what a panel draws into it (labels and operator buttons)."""
+
+    def __init__(self) -> None:
+        self.drawn: list[tuple[str, str]] = []
+
+    def row(self, **_options: Any) -> _Layout:
+        return self
+
+    def label(self, text: str = "", **_options: Any) -> None:
+        self.drawn.append(("label", text))
+
+    def operator(self, idname: str, **_options: Any) -> None:
+        self.drawn.append(("operator", idname))
+
+
+def test_the_panel_shows_a_kept_bake_and_discard_deletes_it(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "discard.blend")
+    _set_bake_settings(views=4, resolution=16)
+    panel = extension.panels.VIEW3D_PT_vbnf_bake
+    layout = _Layout()
+    panel._draw_kept(layout, bpy.context.scene)
+    assert layout.drawn == [] and not bpy.ops.vbnf.bake_discard.poll()
+    _cancel_during_capture(extension, views=1)
+    panel._draw_kept(layout, bpy.context.scene)
+    assert layout.drawn == [("label", "Resumable: 1/5 views"), ("operator", "vbnf.bake_discard")]
+    assert bpy.ops.vbnf.bake_discard() == {"FINISHED"}
+    assert not (tmp_path / "discard.vbnf.bake").exists()
+    assert not bpy.ops.vbnf.bake_discard.poll()
 
 
 def test_status_line_says_what_the_bake_does(extension: ModuleType) -> None:
@@ -360,15 +539,17 @@ def test_batch_bake_reports_a_failing_file_and_bakes_the_others(
 ) -> None:
     _tiny_scene()
     scenes.save_blend(tmp_path / "good.blend")
+    out_dir = tmp_path / "out"
+    # A bake of good.blend with the command's settings, interrupted after one view.
+    _set_bake_settings(views=8, resolution=16, samples=1, max_level=3, output_dir=str(out_dir))
+    _cancel_during_capture(extension, views=1)
     addon_extension.reset_file()
     scenes.save_blend(tmp_path / "empty.blend")  # nothing to capture
-    out_dir = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(BATCH_SCRIPT), "bake", tmp_path / "empty.blend",
-         tmp_path / "good.blend", tmp_path / "missing.blend", "-o", out_dir,
-         "--views", "8", "--resolution", "16", "--samples", "1", "--min-level", "2",
-         "--max-level", "3", "--epochs", "1"],
-        capture_output=True, text=True, timeout=600,
+    result = subprocess.run(  # relative paths: the trainer runs in another folder
+        [sys.executable, str(BATCH_SCRIPT), "bake", "empty.blend", "good.blend",
+         "missing.blend", "-o", "out", "--views", "8", "--resolution", "16", "--samples", "1",
+         "--min-level", "2", "--max-level", "3", "--epochs", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -376,7 +557,35 @@ def test_batch_bake_reports_a_failing_file_and_bakes_the_others(
     assert any(line.startswith("error: missing.blend: ") for line in errors), result.stderr
     assert errors[-1] == "error: 2 of 3 files failed: empty.blend, missing.blend"
     assert (out_dir / "good.vbnf").is_file() and not (out_dir / "empty.vbnf").exists()
-    assert f"{out_dir / 'good.vbnf'} (" in result.stdout
+    assert "out/good.vbnf (" in result.stdout and "resumed from 1/9 views)" in result.stdout
+    assert not list(out_dir.glob("*.bake"))  # removed after success; nothing kept of empty
+
+
+def test_restart_discards_what_was_kept(extension: ModuleType, tmp_path: Path) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "restart.blend")
+    _set_bake_settings(views=4, resolution=16)
+    _cancel_during_capture(extension, views=1)
+    work_dir = tmp_path / "restart.vbnf.bake"
+    assert _work_state(work_dir)["views_done"] == 1
+    scene: Any = bpy.context.scene
+    job = extension.bake_job.BakeJob(
+        scene,
+        extension.bake_job.bake_settings(scene.vbnf_bake),
+        extension.ops_bake.scene_asset_path(scene),
+        resume=False,  # what batch.py bake --restart asks for
+    )
+    job.start()
+    assert job.resume_note == "" and _view_files(work_dir) == {}
+    job.cancel()
+    job.advance()
+    job.close()
+    assert not work_dir.exists()
+    from vbnf_blender import batch  # the checkout's, as run from the command line
+
+    parser = batch.build_parser()
+    assert parser.parse_args(["bake", "-o", "out", "--restart"]).restart
+    assert not parser.parse_args(["bake", "-o", "out"]).restart  # resuming is the default
 
 
 def test_unregister_removes_everything_it_added(extension: ModuleType) -> None:

@@ -68,6 +68,7 @@ def test_status_follows_the_event_sequence_of_a_run() -> None:
     assert seen[1] == ("train", 0.5, 1)
     assert status.seconds_left == 0.0 and status.psnr == 24.0
     assert status.level_psnr == {3: 21.0, 4: 23.5}
+    assert status.checkpoint_step == 10  # what a later bake resumes from
     assert (status.stage, status.fraction, status.asset) == ("done", 1.0, "/x/asset.vbnf")
 
 

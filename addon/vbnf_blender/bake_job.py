@@ -8,18 +8,23 @@ module and ``blender -b`` timers and modal operators never run, so that loop is 
 
 While the capture renders, a background thread checks that the training interpreter can import
 torch (seconds, the first time), so a missing torch is reported early rather than after the
-capture. The work folder (dataset and training run) is temporary unless the caller names one.
+capture.
+
+The dataset and the training run live in a work folder beside the asset (``work_folder.py``).
+A cancelled or failed bake keeps it, and the next bake of the same asset resumes: views already
+rendered are not rendered again, and training continues from its checkpoint (``--resume``) when
+the settings allow. A finished bake removes it, unless the caller named the folder (the demo
+and tests read the dataset afterwards; only the state file is removed then, so that the next
+bake there starts afresh).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +39,29 @@ from .training_process import (
     find_interpreter,
     train_command,
 )
+from .work_folder import (
+    CHECKPOINT_NAME,
+    DATASET_NAME,
+    RUN_NAME,
+    STATE_NAME,
+    BakeState,
+    BakeStateError,
+    ResumePlan,
+    clear,
+    discard,
+    plan_resume,
+    read_state,
+    work_dir_for,
+    write_state,
+)
 
 ASSET_SUFFIX = ".vbnf"
 TRAIN_POLL_INTERVAL_S = 0.2
 INTERPRETER_WAIT_S = 0.1
 # Shares of the overall progress bar.
 CAPTURE_SHARE, TRAIN_SHARE = 0.3, 0.65
+# The Bake button's capture: half the capture's default resolution, a quarter of the pixels.
+DEFAULT_CAPTURE = CaptureSettings(resolution_px=128)
 
 
 class BakeError(VbnfError):
@@ -53,16 +75,12 @@ class BakeCancelled(VbnfError):
 @dataclass(frozen=True)
 class BakeSettings:
     """Capture and training settings of one bake (the panel's fields, plus engine options the
-    panel leaves at their defaults). ``batch_rays=None`` keeps the engine's default;
-    ``cpu_threads`` caps torch's threads (``OMP_NUM_THREADS``) in the training process, which
-    matters on a shared CPU: on 2 cores with one other busy process, a step took 1.9 s with
-    torch's default 2 threads and 0.34 s with 1."""
+    panel leaves at their defaults). ``capture.seed`` seeds training too. ``batch_rays=None``
+    keeps the engine's default; ``cpu_threads`` caps torch's threads (``OMP_NUM_THREADS``) in
+    the training process, which matters on a shared CPU: on 2 cores with one other busy
+    process, a step took 1.9 s with torch's default 2 threads and 0.34 s with 1."""
 
-    train_views: int = 100
-    test_views: int = 10
-    resolution_px: int = 128
-    samples: int = 32
-    denoise: bool = True
+    capture: CaptureSettings = DEFAULT_CAPTURE
     bitwidth: int = 4
     min_level: int = 3
     max_level: int = 6
@@ -70,7 +88,6 @@ class BakeSettings:
     device: str = "cpu"
     batch_rays: int | None = None
     cpu_threads: int | None = None
-    seed: int = 0
 
     def validate(self) -> None:
         """Fail before the capture on what training would only reject minutes later."""
@@ -85,17 +102,7 @@ class BakeSettings:
             raise BakeError(f"epochs must be at least 1, got {self.epochs}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise BakeError(f"cpu_threads must be at least 1, got {self.cpu_threads}")
-        self.capture_settings().validate()
-
-    def capture_settings(self) -> CaptureSettings:
-        return CaptureSettings(
-            train_views=self.train_views,
-            test_views=self.test_views,
-            resolution_px=self.resolution_px,
-            samples=self.samples,
-            denoise=self.denoise,
-            seed=self.seed,
-        )
+        self.capture.validate()
 
     def train_options(self) -> list[str]:
         """The ``python -m core train`` options these settings stand for."""
@@ -105,11 +112,23 @@ class BakeSettings:
             f"--max-level={self.max_level}",
             f"--epochs={self.epochs}",
             f"--device={self.device}",
-            f"--seed={self.seed}",
+            f"--seed={self.capture.seed}",
         ]
         if self.batch_rays is not None:
             options.append(f"--batch-rays={self.batch_rays}")
         return options
+
+    def checkpoint_fingerprint(self) -> dict[str, Any]:
+        """The settings a training checkpoint is bound to: ``--resume`` keeps the checkpoint's
+        own levels, bitwidth, batch size and seed, and takes only epochs and device from the
+        command line."""
+        return {
+            "bitwidth": self.bitwidth,
+            "min_level": self.min_level,
+            "max_level": self.max_level,
+            "batch_rays": self.batch_rays,
+            "seed": self.capture.seed,
+        }
 
 
 def held_out_views_for(train_views: int) -> int:
@@ -122,10 +141,12 @@ def bake_settings(options: Any, **engine_options: Any) -> BakeSettings:
     same names (``views``, ``resolution``, ``samples``, ``bitwidth``, levels, ``epochs``,
     ``device``); ``engine_options`` adds what only the command line sets."""
     return BakeSettings(
-        train_views=options.views,
-        test_views=held_out_views_for(options.views),
-        resolution_px=options.resolution,
-        samples=options.samples,
+        capture=CaptureSettings(
+            train_views=options.views,
+            test_views=held_out_views_for(options.views),
+            resolution_px=options.resolution,
+            samples=options.samples,
+        ),
         bitwidth=options.bitwidth,
         min_level=options.min_level,
         max_level=options.max_level,
@@ -161,7 +182,11 @@ class BakeProgress:
 
 
 class BakeJob:
-    """One bake; ``start()``, then ``advance()`` until ``finished``, then ``close()``."""
+    """One bake; ``start()``, then ``advance()`` until ``finished``, then ``close()``.
+
+    ``work_dir`` defaults to ``<asset>.vbnf.bake`` beside the asset; ``resume=False`` starts
+    over whatever an earlier bake kept there (``batch.py bake --restart``).
+    """
 
     def __init__(
         self,
@@ -172,23 +197,32 @@ class BakeJob:
         objects: Sequence[bpy.types.Object] | None = None,
         work_dir: Path | None = None,
         import_into: bpy.types.Collection | None = None,
+        resume: bool = True,
     ) -> None:
         settings.validate()
         self.scene = scene
         self.settings = settings
         self.asset_path = Path(asset_path)
+        # Absolute: the trainer runs in the engine's folder, not in the caller's.
+        self.work_dir = (work_dir_for(self.asset_path) if work_dir is None else work_dir).absolute()
         self.imported: bpy.types.Object | None = None
         self.error: str | None = None
+        # What became of an earlier bake's work ("resumed from 37/110 views"), for reports.
+        self.resume_note = ""
+        # Set by close() when the work folder is kept for the next bake: what it holds.
+        self.kept: str | None = None
         self.progress = BakeProgress("capture", 0.0, "preparing the capture")
         self._python_preference = python
         self._objects = None if objects is None else list(objects)
-        self._keep_work_dir = work_dir is not None
-        self._work_dir = work_dir
+        self._owns_work_dir = work_dir is None
+        self._resume = resume
         self._import_into = import_into
         self._stack = contextlib.ExitStack()
         self._capture: CaptureJob | None = None
         self._interpreter: concurrent.futures.Future[str] | None = None
         self._training: TrainingProcess | None = None
+        self._state: BakeState | None = None
+        self._resume_training = False
         self._cancel_requested = False
 
     @property
@@ -201,28 +235,88 @@ class BakeJob:
 
     @property
     def dataset_dir(self) -> Path:
-        assert self._work_dir is not None
-        return self._work_dir / "dataset"
+        return self.work_dir / DATASET_NAME
 
     @property
     def run_dir(self) -> Path:
-        assert self._work_dir is not None
-        return self._work_dir / "run"
+        return self.work_dir / RUN_NAME
 
     def start(self) -> None:
-        """Set the scene up for the capture and start checking the interpreter."""
-        if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="vbnf-bake-"))
+        """Keep what a compatible earlier bake left in the work folder, set the scene up for
+        the capture, and start checking the interpreter."""
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._interpreter = executor.submit(find_interpreter, self._python_preference)
         executor.shutdown(wait=False)
         try:
             objects = self._objects if self._objects is not None else _scene_objects(self.scene)
+            plan = self._plan_resume(objects)
             self._capture = self._stack.enter_context(
-                CaptureJob(self.scene, self.dataset_dir, self.settings.capture_settings(), objects)
+                CaptureJob(
+                    self.scene, self.dataset_dir, self.settings.capture, objects, resume=True
+                )
             )
-        except VbnfError as error:
+            self._record_resume(plan, self._capture.views_kept)
+        except (VbnfError, OSError) as error:
             self._fail(str(error))
+
+    def _plan_resume(self, objects: Sequence[bpy.types.Object] | None) -> ResumePlan:
+        """Compare the folder's state with this bake's settings and drop what cannot be reused
+        (everything, or only the training run)."""
+        captured = objects if objects is not None else self.scene.objects
+        capture = self.settings.capture
+        wanted = BakeState(
+            capture={
+                **asdict(capture),
+                "target": "scene" if self._objects is None else "selection",
+                "objects": sorted(obj.name for obj in captured),
+            },
+            training=self.settings.checkpoint_fingerprint(),
+            epochs=self.settings.epochs,
+            total_views=capture.train_views + capture.test_views,
+        )
+        try:
+            kept = read_state(self.work_dir) if self._resume else None
+            checkpoint_exists = (self.run_dir / CHECKPOINT_NAME).is_file()
+            plan = plan_resume(kept, wanted, checkpoint_exists)
+        except BakeStateError as error:
+            kept, plan = None, ResumePlan(False, False, str(error))
+        if not plan.resume_training:
+            clear(self.work_dir, keep_views=plan.keep_views)
+        if kept is not None and plan.keep_views:
+            wanted.views_done = kept.views_done
+        if kept is not None and plan.resume_training:
+            wanted.checkpoint_step, wanted.steps_per_epoch = (
+                kept.checkpoint_step,
+                kept.steps_per_epoch,
+            )
+        self._state, self._resume_training = wanted, plan.resume_training
+        return plan
+
+    def _record_resume(self, plan: ResumePlan, views_kept: int) -> None:
+        """Once the capture has checked the kept views: drop a checkpoint that learnt views
+        which must be rendered again, save the state, and say what this bake resumes."""
+        state = self._state
+        assert state is not None
+        reason = plan.reason
+        if self._resume_training and views_kept < state.total_views:
+            clear(self.work_dir, keep_views=True)
+            self._resume_training = False
+            state.checkpoint_step = state.steps_per_epoch = None
+            reason = "the kept views no longer match the scene"
+        elif views_kept == 0 and state.views_done > 0:
+            reason = "the kept views no longer match the scene"
+        state.views_done = views_kept
+        write_state(self.work_dir, state)
+        if state.has_work:
+            restart = f"; training starts over: {reason}" if reason else ""
+            self.resume_note = f"resumed from {state.summary()}{restart}"
+        elif reason:
+            self.resume_note = f"started over: {reason}"
+        self.progress = BakeProgress(
+            "capture",
+            CAPTURE_SHARE * views_kept / state.total_views,
+            self.resume_note or "preparing the capture",
+        )
 
     def cancel(self) -> None:
         """Stop at the next ``advance()``: between views, or by signalling the trainer."""
@@ -242,19 +336,22 @@ class BakeJob:
         return self.progress
 
     def _advance_capture(self) -> None:
-        assert self._interpreter is not None
+        assert self._interpreter is not None and self._state is not None
         if self._cancel_requested:
             self._finish("cancelled", "cancelled during the capture")
             return
         if self._interpreter.done():
             self._interpreter.result()  # raises InterpreterError now rather than later
         if self._capture is not None:
-            report = self._capture.step()
-            self.progress = BakeProgress(
-                "capture",
-                CAPTURE_SHARE * report.fraction,
-                f"capturing view {report.views_done}/{report.total_views}",
-            )
+            if not self._capture.finished:  # a resumed capture may have nothing left to render
+                report = self._capture.step()
+                self._state.views_done = report.views_done
+                write_state(self.work_dir, self._state)
+                self.progress = BakeProgress(
+                    "capture",
+                    CAPTURE_SHARE * report.fraction,
+                    f"capturing view {report.views_done}/{report.total_views}",
+                )
             if self._capture.finished:
                 self._stack.close()  # restores the scene
                 self._capture = None
@@ -264,12 +361,10 @@ class BakeJob:
         if not self._interpreter.done():
             self.progress.message = "checking the training interpreter"
             return
-        command = train_command(
-            self._interpreter.result(),
-            self.dataset_dir,
-            self.run_dir,
-            self.settings.train_options(),
-        )
+        options = self.settings.train_options()
+        if self._resume_training:
+            options.append("--resume")
+        command = train_command(self._interpreter.result(), self.dataset_dir, self.run_dir, options)
         threads = self.settings.cpu_threads
         self._training = TrainingProcess(
             command,
@@ -284,6 +379,7 @@ class BakeJob:
             training.stop()
         training.poll()
         status = training.status
+        self._record_checkpoint(status.checkpoint_step, status.steps)
         self.progress = BakeProgress(
             "train",
             CAPTURE_SHARE + TRAIN_SHARE * status.fraction,
@@ -296,7 +392,7 @@ class BakeJob:
         if not training.finished:
             return
         code = training.returncode
-        if training.stopping:
+        if self._cancel_requested:  # also when Ctrl-C reached the child before our signal
             self._finish("cancelled", "training stopped")
         elif code == 0 and status.asset is not None:
             atomic_write_bytes(self.asset_path, Path(status.asset).read_bytes())
@@ -308,6 +404,16 @@ class BakeJob:
             self._finish("cancelled", "training was interrupted")
         else:
             self._fail(training.failure_message())
+
+    def _record_checkpoint(self, step: int | None, total_steps: int) -> None:
+        """Note a checkpoint the trainer reported in the state, for the next bake to resume."""
+        state = self._state
+        assert state is not None
+        if step is None or step == state.checkpoint_step:
+            return
+        state.checkpoint_step = step
+        state.steps_per_epoch = total_steps // self.settings.epochs or None
+        write_state(self.work_dir, state)
 
     def _import(self) -> None:
         assert self._import_into is not None
@@ -337,27 +443,46 @@ class BakeJob:
             self._training.kill()
 
     def close(self) -> None:
-        """Release everything, whatever state the bake is in, and drop the work folder unless
-        the caller chose it (a demo or test that reads the dataset afterwards)."""
+        """Release everything, whatever state the bake is in; then keep the work folder for
+        the next bake if the bake did not finish and the folder holds views or a checkpoint
+        (``kept`` says what), else remove it: the asset is the product. A folder the caller
+        named keeps its dataset and run (the demo reads them) and loses only its state."""
         self._release()
-        if self._work_dir is not None and not self._keep_work_dir:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
+        state = self._state
+        if state is None:  # never started: an earlier bake's folder is not this one's to drop
+            return
+        if self.stage != "done" and state.has_work:
+            self.kept = state.summary()
+            return
+        # A leftover folder costs disk space, not correctness: its state goes first.
+        with contextlib.suppress(VbnfError, OSError):
+            if self._owns_work_dir:
+                discard(self.work_dir)
+            else:
+                (self.work_dir / STATE_NAME).unlink(missing_ok=True)
 
-    def run(self, on_progress: Callable[[BakeProgress], None] | None = None) -> Path:
-        """Bake to the end in this call (headless use); returns the asset path.
-
-        Raises :class:`BakeError` or :class:`BakeCancelled` (after ``cancel()`` from
-        ``on_progress``)."""
-        self.start()
+    def drive(self, on_progress: Callable[[BakeProgress], None] | None = None) -> None:
+        """Bake to the end in this call (headless use); ``stage``, ``error`` and ``kept`` say
+        how it ended. ``on_progress`` may call ``cancel()``; so does Ctrl-C, after which the
+        trainer (which gets the same SIGINT) still writes its checkpoint."""
         try:
+            self.start()
             while not self.finished:
-                progress = self.advance()
-                if on_progress is not None:
-                    on_progress(progress)
-                if self.stage == "train":
-                    time.sleep(TRAIN_POLL_INTERVAL_S)
+                try:
+                    progress = self.advance()
+                    if on_progress is not None:
+                        on_progress(progress)
+                    if self.stage == "train":
+                        time.sleep(TRAIN_POLL_INTERVAL_S)
+                except KeyboardInterrupt:  # Ctrl-C: stop as Cancel does, so the work is kept
+                    self.cancel()
         finally:
             self.close()
+
+    def run(self, on_progress: Callable[[BakeProgress], None] | None = None) -> Path:
+        """:meth:`drive`, then the asset path; raises :class:`BakeError` or
+        :class:`BakeCancelled` if the bake did not succeed."""
+        self.drive(on_progress)
         if self.stage == "cancelled":
             raise BakeCancelled(self.progress.message)
         if self.stage == "failed":

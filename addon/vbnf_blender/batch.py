@@ -15,6 +15,9 @@ for one or more .blend files, writing ``OUT_DIR/<file name>.vbnf`` for each::
     blender -b A.blend --python addon/vbnf_blender/batch.py -- bake -o OUT_DIR --python PY
 
 A file that fails is reported and the others still bake; the exit code is 1 if any failed.
+What a cancelled (Ctrl-C) or failed bake rendered and trained is kept in
+``OUT_DIR/<file name>.vbnf.bake`` and the next ``bake`` of that file resumes it; ``--restart``
+throws it away first.
 
 Each command is one argparse sub-parser whose ``run`` default is the function that carries it
 out, so a new command (``bake``) is one more ``_add_*_command`` call and one function. User
@@ -119,6 +122,7 @@ def run_capture(args: argparse.Namespace) -> None:
 
 def _add_bake_command(commands: argparse._SubParsersAction) -> None:
     defaults = BakeSettings()
+    capture_defaults = defaults.capture
     command = commands.add_parser(
         "bake",
         help="capture, train and write OUT_DIR/<file>.vbnf for each .blend file",
@@ -129,11 +133,18 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
         "scenes", nargs="*", type=Path, metavar="SCENE", help=".blend files (optional under -b)"
     )
     command.add_argument("-o", "--output", required=True, type=Path, help="folder for the assets")
-    command.add_argument("--views", type=int, default=defaults.train_views, help="training views")
     command.add_argument(
-        "--resolution", type=int, default=defaults.resolution_px, help="image side in pixels"
+        "--views", type=int, default=capture_defaults.train_views, help="training views"
     )
-    command.add_argument("--samples", type=int, default=defaults.samples, help="Cycles samples")
+    command.add_argument(
+        "--resolution",
+        type=int,
+        default=capture_defaults.resolution_px,
+        help="image side in pixels",
+    )
+    command.add_argument(
+        "--samples", type=int, default=capture_defaults.samples, help="Cycles samples"
+    )
     command.add_argument("--bitwidth", type=int, default=defaults.bitwidth)
     command.add_argument("--min-level", type=int, default=defaults.min_level)
     command.add_argument("--max-level", type=int, default=defaults.max_level)
@@ -144,11 +155,17 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument(
         "--python", default="", help="Python with torch that trains (default: this one)"
     )
+    command.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an interrupted bake of the same file kept, instead of resuming it",
+    )
     command.set_defaults(run=run_bake)
 
 
 def run_bake(args: argparse.Namespace) -> None:
-    """Bake each file in turn; failures are reported and counted, not fatal to the rest."""
+    """Bake each file in turn; failures are reported and counted, not fatal to the rest. Ctrl-C
+    stops the bake like the Cancel button (the work is kept) and ends the batch."""
     settings = bake_settings(args, batch_rays=args.batch_rays, cpu_threads=args.threads)
     settings.validate()
     if not args.scenes and not bpy.data.filepath:
@@ -159,20 +176,43 @@ def run_bake(args: argparse.Namespace) -> None:
         name = blend.name if blend is not None else Path(bpy.data.filepath).name
         started = time.monotonic()
         try:
-            scene = _load_scene(blend)
-            asset_path = args.output / f"{Path(bpy.data.filepath).stem}.vbnf"
-            job = BakeJob(scene, settings, asset_path, python=args.python)
-            with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
-                job.run(on_progress=show_progress.bake)
+            job = _bake_file(blend, settings, args)
         except (UsageError, VbnfError) as error:
             print(f"error: {name}: {error}", file=sys.stderr)
             failed.append(name)
             continue
-        print(
-            f"{asset_path} ({asset_path.stat().st_size} bytes, {time.monotonic() - started:.0f} s)"
-        )
+        if job.stage == "cancelled":
+            raise UsageError(f"{name}: {_unfinished(job)}")
+        if job.stage == "failed":
+            print(f"error: {name}: {_unfinished(job)}", file=sys.stderr)
+            failed.append(name)
+            continue
+        size = job.asset_path.stat().st_size
+        resumed = f", {job.resume_note}" if job.resume_note else ""
+        print(f"{job.asset_path} ({size} bytes, {time.monotonic() - started:.0f} s{resumed})")
     if failed:
         raise UsageError(f"{len(failed)} of {len(blends)} files failed: {', '.join(failed)}")
+
+
+def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namespace) -> BakeJob:
+    """Bake one file to ``OUT_DIR/<file name>.vbnf``, to the end however it ends."""
+    scene = _load_scene(blend)
+    asset_path = args.output / f"{Path(bpy.data.filepath).stem}.vbnf"
+    job = BakeJob(scene, settings, asset_path, python=args.python, resume=not args.restart)
+    with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
+        job.drive(on_progress=show_progress.bake)
+    return job
+
+
+def _unfinished(job: BakeJob) -> str:
+    """Why a bake did not finish, and what it kept for the next run."""
+    cause = job.error if job.stage == "failed" else f"cancelled ({job.progress.message})"
+    if not job.kept:
+        return str(cause)
+    return (
+        f"{cause}; kept {job.kept} in {job.work_dir}: run again to resume, "
+        "or with --restart to start over"
+    )
 
 
 def _load_scene(blend_path: Path | None) -> bpy.types.Scene:

@@ -13,14 +13,22 @@ written unchanged (tests/test_capture.py checks this against the mesh surface).
 
 ``CaptureJob`` renders one view per ``step()`` so a modal operator can keep Blender responsive
 and cancel between views; ``capture_dataset`` drives it to the end for headless use.
+
+Views are planned deterministically from the settings and the targets' bounds, and each view's
+files are renamed into place whole, so an interrupted capture can be resumed view by view
+(``resume=True``): the folder records a digest of the plan it was rendered from, and a view is
+kept only when that digest matches the new plan and both of its files are there. A plan that
+differs (other settings, targets, or moved geometry) renders every view again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,7 +37,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .engine import VbnfError, cameras, dataset
+from .engine import VbnfError, atomic_write_bytes, cameras, dataset
 
 GEOMETRY_TYPES = frozenset(
     {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
@@ -38,6 +46,10 @@ GEOMETRY_TYPES = frozenset(
 LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
 SPLIT_NAMES = ("train", "test")
 TEMPORARY_NAME = "VBNF Capture"
+# Digest of the view plan the folder's images were rendered from (see the module docstring).
+PLAN_DIGEST_NAME = ".vbnf_capture_plan"
+# Poses are compared after rounding, so that a resumed session's float noise cannot reject them.
+POSE_DECIMALS = 6
 
 
 class CaptureError(VbnfError):
@@ -132,8 +144,9 @@ class CaptureJob:
     """One capture, rendered a view at a time: ``with CaptureJob(...) as job: job.step()``.
 
     Entering checks the inputs and the output folder before touching the scene, then sets the
-    scene up; leaving restores it whatever happened. The transforms files are written by the
-    step that renders the last view, so a folder holding them is always a complete dataset.
+    scene up; leaving restores it whatever happened. The transforms files are written once the
+    last view is in place (on entering, when ``resume`` kept every view), so a folder holding
+    them is always a complete dataset.
     """
 
     def __init__(
@@ -142,15 +155,18 @@ class CaptureJob:
         out_dir: str | Path,
         settings: CaptureSettings | None = None,
         objects: Iterable[bpy.types.Object] | None = None,
+        resume: bool = False,
     ) -> None:
         self.scene = scene
         self.out_dir = Path(out_dir).expanduser().resolve()
         self.settings = settings or CaptureSettings()
         self.settings.validate()
         self._selection = None if objects is None else list(objects)
+        self._resume = resume
         self._view_layer = _render_view_layer(scene)
         self._views: list[_View] = []
-        self._done: list[_View] = []
+        self._pending: list[_View] = []  # still to render, in plan order
+        self.views_kept = 0  # views a resumed capture found already rendered
         self._intrinsics: dataset.Intrinsics | None = None
         self._patch = _SettingsPatch()
         self._camera: bpy.types.Object | None = None
@@ -165,11 +181,11 @@ class CaptureJob:
 
     @property
     def views_done(self) -> int:
-        return len(self._done)
+        return len(self._views) - len(self._pending)
 
     @property
     def finished(self) -> bool:
-        return bool(self._views) and len(self._done) == len(self._views)
+        return bool(self._views) and not self._pending
 
     def __enter__(self) -> CaptureJob:
         # Objects linked since the last update are not yet in the view layer or its depsgraph.
@@ -185,11 +201,16 @@ class CaptureJob:
         )
         self._staging = _prepare_output(self.out_dir)
         try:
+            self._views = _plan_frames(plan)
+            digest = _plan_digest(self.settings, self._views, targets, self._selection is not None)
+            self._pending = _views_to_render(self.out_dir, self._views, digest, self._resume)
+            self.views_kept = len(self._views) - len(self._pending)
             self._set_up_scene(plan, targets)
+            if self.finished:
+                self._write_transforms()
         except BaseException:
             self._tear_down()
             raise
-        self._views = _plan_frames(plan)
         return self
 
     def __exit__(
@@ -208,7 +229,7 @@ class CaptureJob:
             raise RuntimeError("CaptureJob.step() called outside its 'with' block")
         if self.finished:
             raise RuntimeError("CaptureJob.step() called after the last view")
-        view = self._views[len(self._done)]
+        view = self._pending[0]
         self._camera.matrix_world = Matrix(view.frame.camera_to_world.tolist())
         try:
             result = bpy.ops.render.render(scene=self.scene.name, layer=self._view_layer.name)
@@ -217,10 +238,10 @@ class CaptureJob:
         if "FINISHED" not in result:
             raise CaptureError(f"Cycles did not finish rendering {view.frame.file_path}")
         _collect_outputs(self._staging, self.out_dir, view.frame)
-        self._done.append(view)
+        self._pending.pop(0)
         if self.finished:
             self._write_transforms()
-        return CaptureProgress(len(self._done), len(self._views), view.frame.file_path)
+        return CaptureProgress(self.views_done, len(self._views), view.frame.file_path)
 
     def _set_up_scene(self, plan: cameras.ViewPlan, targets: list[bpy.types.Object]) -> None:
         assert self._staging is not None
@@ -268,7 +289,7 @@ class CaptureJob:
     def _write_transforms(self) -> None:
         assert self._intrinsics is not None
         for split in SPLIT_NAMES:
-            frames = [view.frame for view in self._done if view.split == split]
+            frames = [view.frame for view in self._views if view.split == split]
             dataset.write_transforms(
                 self.out_dir / f"transforms_{split}.json", self._intrinsics, frames
             )
@@ -520,16 +541,53 @@ def _plan_frames(plan: cameras.ViewPlan) -> list[_View]:
     return views
 
 
+def _plan_digest(
+    settings: CaptureSettings, views: list[_View], targets: list[bpy.types.Object], selection: bool
+) -> str:
+    """What the images depend on besides the scene's content: settings, poses, what renders."""
+    record = {
+        "settings": asdict(settings),
+        "targets": sorted(target.name for target in targets),
+        "selection": selection,
+        "poses": [np.round(v.frame.camera_to_world, POSE_DECIMALS).tolist() for v in views],
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _view_files(out_dir: Path, frame: dataset.FrameRecord) -> tuple[Path, Path]:
+    return out_dir / f"{frame.file_path}.png", out_dir / frame.depth_file_path
+
+
+def _view_complete(out_dir: Path, frame: dataset.FrameRecord) -> bool:
+    """Both files are there and not empty (each is renamed into place whole)."""
+    return all(path.is_file() and path.stat().st_size > 0 for path in _view_files(out_dir, frame))
+
+
+def _views_to_render(out_dir: Path, views: list[_View], digest: str, resume: bool) -> list[_View]:
+    """The views still to render. Resuming the same plan keeps every complete view; otherwise
+    this plan's file names are cleared first, so that images of another plan can never pass
+    for views of this one in a later resume."""
+    digest_path = out_dir / PLAN_DIGEST_NAME
+    try:
+        if resume and digest_path.is_file() and digest_path.read_text().strip() == digest:
+            return [view for view in views if not _view_complete(out_dir, view.frame)]
+        for view in views:
+            for path in _view_files(out_dir, view.frame):
+                path.unlink(missing_ok=True)
+        atomic_write_bytes(digest_path, digest.encode())
+    except OSError as error:
+        raise CaptureError(f"cannot prepare the views ({error.strerror})", out_dir) from error
+    return list(views)
+
+
 def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:
     """Move the File Output nodes' files to their dataset names.
 
     The nodes compose their own file names (and append frame numbers in some modes); looking
     for the single file each wrote into its own empty folder does not depend on that scheme.
     """
-    destinations = {
-        "rgba": out_dir / f"{frame.file_path}.png",
-        "depth": out_dir / frame.depth_file_path,
-    }
+    rgba, depth = _view_files(out_dir, frame)
+    destinations = {"rgba": rgba, "depth": depth}
     for name, destination in destinations.items():
         written = sorted((staging / name).glob("*"))
         if len(written) != 1:

@@ -1,10 +1,12 @@
-"""The Bake Neural Field button (``vbnf.bake``) and its Cancel button (``vbnf.bake_cancel``).
+"""The Bake Neural Field button (``vbnf.bake``), its Cancel button (``vbnf.bake_cancel``) and
+the Discard button (``vbnf.bake_discard``) for the work an interrupted bake kept.
 
 Invoked from the interface the operator is modal: a window-manager timer calls
 ``BakeJob.advance()`` and every other event passes through, so Blender stays usable while the
 capture renders view by view and the subprocess trains. Progress goes to the cursor progress
 bar, the status bar and the panel (through ``WindowManager.vbnf_bake_status``). Esc or the
-panel's Cancel button stop the bake between views or by signalling the trainer.
+panel's Cancel button stop the bake between views or by signalling the trainer; what was done is
+kept beside the asset, and the next Bake of the same asset resumes it (``work_folder.py``).
 
 Called from Python (``bpy.ops.vbnf.bake()``), including under ``blender -b`` where timers never
 fire, ``execute`` runs the same job to the end in the call.
@@ -12,12 +14,12 @@ fire, ``execute`` runs the same job to the end in the call.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
 
 from .bake_job import (
-    BakeCancelled,
     BakeError,
     BakeJob,
     BakeProgress,
@@ -26,11 +28,18 @@ from .bake_job import (
 )
 from .engine import VbnfError
 from .preferences import python_preference
+from .work_folder import discard, work_dir_for
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, WmReportItems
 
 TIMER_INTERVAL_S = 0.1
+
+
+def scene_asset_path(scene: Any) -> Path:
+    """Where the Bake button writes the scene's asset (raises :class:`BakeError` while that is
+    not known: an unsaved .blend and no output folder)."""
+    return asset_path_for(bpy.data.filepath, scene.vbnf_bake.output_dir, scene.name)
 
 
 def make_job(context: bpy.types.Context) -> BakeJob:
@@ -44,11 +53,20 @@ def make_job(context: bpy.types.Context) -> BakeJob:
     return BakeJob(
         scene,
         bake_settings(props),
-        asset_path_for(bpy.data.filepath, props.output_dir, scene.name),
+        scene_asset_path(scene),
         python=python_preference(context),
         objects=objects,
         import_into=scene.collection,
     )
+
+
+def kept_work_dir(context: bpy.types.Context) -> Path | None:
+    """The work folder an interrupted bake of the scene's asset left, if there is one."""
+    try:
+        work_dir = work_dir_for(scene_asset_path(context.scene))
+    except BakeError:
+        return None
+    return work_dir if work_dir.is_dir() else None
 
 
 def status_line(progress: BakeProgress) -> str:
@@ -82,15 +100,18 @@ def show_progress(context: bpy.types.Context, progress: BakeProgress) -> None:
 
 
 def outcome_report(job: BakeJob) -> tuple[set[WmReportItems], str]:
-    """The report type and text for how a finished bake ended."""
+    """The report type and text for how a finished bake ended: what it resumed from, and after
+    a cancel or failure what it kept for the next Bake."""
+    resumed = f", {job.resume_note}" if job.resume_note else ""
+    kept = f". Kept {job.kept}: press Bake again to resume" if job.kept else ""
     if job.stage == "failed":
-        return {"ERROR"}, f"Bake failed: {job.error}"
+        return {"ERROR"}, f"Bake failed: {job.error}{kept}"
     if job.stage == "cancelled":
-        return {"WARNING"}, f"Bake cancelled: {job.progress.message}"
+        return {"WARNING"}, f"Bake cancelled: {job.progress.message}{kept}"
     scores = job.progress.level_psnr
     finest = f", PSNR {scores[max(scores)]:.1f} dB at level {max(scores)}" if scores else ""
     size = job.asset_path.stat().st_size
-    return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest})"
+    return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest}{resumed})"
 
 
 def _status(context: bpy.types.Context) -> Any:
@@ -119,18 +140,16 @@ separate process and import it as a volume"""
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         try:
             job = make_job(context)
-            job.run(on_progress=lambda progress: show_progress(context, progress))
-        except BakeCancelled as cancelled:
-            self.report({"WARNING"}, f"Bake cancelled: {cancelled}")
-            return {"CANCELLED"}
         except VbnfError as error:
             self.report({"ERROR"}, f"Bake failed: {error}")
             return {"CANCELLED"}
+        try:
+            job.drive(on_progress=lambda progress: show_progress(context, progress))
         finally:
             self._end_progress(context)
         report_type, text = outcome_report(job)
         self.report(report_type, text)
-        return {"FINISHED"}
+        return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
 
     def invoke(
         self, context: bpy.types.Context, _event: bpy.types.Event
@@ -210,5 +229,40 @@ class VBNF_OT_bake_cancel(bpy.types.Operator):  # noqa: N801
         return {"FINISHED"}
 
 
-CLASSES = (VBNF_OT_bake, VBNF_OT_bake_cancel)
+class VBNF_OT_bake_discard(bpy.types.Operator):  # noqa: N801
+    """Delete the views and training checkpoint an interrupted bake kept, so that the next \
+bake starts over"""
+
+    bl_idname = "vbnf.bake_discard"
+    bl_label = "Discard Kept Bake"
+    bl_options = {"INTERNAL"}  # noqa: RUF012
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if _status(context).running:
+            cls.poll_message_set("A bake is running")
+            return False
+        return kept_work_dir(context) is not None
+
+    def invoke(
+        self, context: bpy.types.Context, event: bpy.types.Event
+    ) -> set[OperatorReturnItems]:
+        """Ask first: the kept work may be many minutes of rendering and training."""
+        return context.window_manager.invoke_confirm(  # type: ignore[union-attr]
+            self, event, message="Delete the rendered views and the training checkpoint?"
+        )
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        work_dir = kept_work_dir(context)
+        assert work_dir is not None  # poll
+        try:
+            discard(work_dir)
+        except VbnfError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Discarded the kept bake in {work_dir}")
+        return {"FINISHED"}
+
+
+CLASSES = (VBNF_OT_bake, VBNF_OT_bake_cancel, VBNF_OT_bake_discard)
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -1,5 +1,6 @@
-"""The VBNF tab in the 3D viewport's sidebar (N panel): bake settings and progress, and for an
-imported neural field its level-of-detail slider and what each level costs to stream."""
+"""The VBNF tab in the 3D viewport's sidebar (N panel): bake settings and progress, what an
+interrupted bake kept for the next one, and for an imported neural field its level-of-detail
+slider and what each level costs to stream."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 import bpy
 
 from . import volume
-from .ops_bake import VBNF_OT_bake, VBNF_OT_bake_cancel
+from .bake_job import BakeError
+from .ops_bake import VBNF_OT_bake, VBNF_OT_bake_cancel, VBNF_OT_bake_discard, scene_asset_path
+from .work_folder import resume_line, work_dir_for
 
 CATEGORY = "VBNF"
 
@@ -53,6 +56,20 @@ class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
             self._draw_progress(layout, status)
         else:
             layout.operator(VBNF_OT_bake.bl_idname, icon="RENDER_STILL")
+            self._draw_kept(layout, context.scene)
+
+    @staticmethod
+    def _draw_kept(layout: bpy.types.UILayout, scene: Any) -> None:
+        """What an interrupted bake of this asset kept, with a button to throw it away."""
+        try:
+            line = resume_line(work_dir_for(scene_asset_path(scene)))
+        except BakeError:  # no asset path yet: nothing can have been kept for it
+            return
+        if line is None:
+            return
+        row = layout.row(align=True)
+        row.label(text=line, icon="RECOVER_LAST")
+        row.operator(VBNF_OT_bake_discard.bl_idname, text="Discard", icon="TRASH")
 
     @staticmethod
     def _draw_progress(layout: bpy.types.UILayout, status: Any) -> None:

@@ -47,14 +47,14 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
     views: IntProperty(  # type: ignore[valid-type]
         name="Views",
         description="Training views rendered around the target",
-        default=_DEFAULTS.train_views,
+        default=_DEFAULTS.capture.train_views,
         min=4,
         soft_max=400,
     )
     resolution: IntProperty(  # type: ignore[valid-type]
         name="Resolution",
         description="Side of the square training images in pixels",
-        default=_DEFAULTS.resolution_px,
+        default=_DEFAULTS.capture.resolution_px,
         min=16,
         soft_max=1024,
         subtype="PIXEL",
@@ -62,7 +62,7 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
     samples: IntProperty(  # type: ignore[valid-type]
         name="Samples",
         description="Cycles samples per training view",
-        default=_DEFAULTS.samples,
+        default=_DEFAULTS.capture.samples,
         min=1,
         soft_max=1024,
     )

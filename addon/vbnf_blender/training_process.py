@@ -144,6 +144,7 @@ class TrainingStatus:
     psnr: float | None = None
     seconds_left: float | None = None
     level_psnr: dict[int, float] = field(default_factory=dict)
+    checkpoint_step: int | None = None  # steps the last checkpoint written holds
     asset: str | None = None  # set by the "done" event
     error: str | None = None  # set by the "error" event
 
@@ -163,6 +164,8 @@ class TrainingStatus:
             self.psnr = _optional_float(event.get("psnr", self.psnr))
         elif kind == "level":
             self.level_psnr[int(event["level"])] = float(event["psnr"])
+        elif kind == "checkpoint":
+            self.checkpoint_step = int(event["step"])
         elif kind == "done":
             self.stage, self.fraction = "done", 1.0
             self.asset = str(event["asset"])
