@@ -43,6 +43,7 @@ from vbnf_blender import register, scenes  # noqa: E402
 from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings  # noqa: E402
 from vbnf_blender.capture import CaptureSettings  # noqa: E402
 
+from core.atomic import atomic_write_bytes  # noqa: E402
 from core.dataset import Split, load_split  # noqa: E402
 from core.metrics import over_white, premultiply, psnr  # noqa: E402
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": {**timings.seconds, "total": total_s},
         "settings": asdict(demo_settings(args)),
     }
-    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(out_dir / "demo.json", json.dumps(summary, indent=2).encode())
     written = ("demo.vbnf", "contact_sheet.png", "demo.blend", "demo.json")
     print("\nwrote " + ", ".join(str(out_dir / name) for name in written))
     return 0

@@ -24,6 +24,7 @@ if str(REPO_DIR / "addon") not in sys.path:
 
 import bpy  # noqa: E402
 from vbnf_blender.capture import CaptureSettings, capture_dataset  # noqa: E402
+from vbnf_blender.engine import atomic_write_bytes  # noqa: E402
 from vbnf_blender.scenes import SCENES, build_scene  # noqa: E402
 
 # Sized for a contended 2-core CPU, where a training step of 512 rays takes 0.5-3 s: 32 px
@@ -63,7 +64,7 @@ def capture_scene(name: str, datasets_dir: Path, settings: CaptureSettings) -> P
     bpy.ops.wm.read_factory_settings(use_empty=True)
     built = build_scene(name)
     capture_dataset(built.scene, dataset_dir, settings, objects=built.objects)
-    stamp.write_text(wanted)
+    atomic_write_bytes(stamp, wanted.encode())
     print(f"[suite] {name}: captured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return dataset_dir
 

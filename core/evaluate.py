@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Split, write_rgba_png
+from .errors import DatasetError
 from .field import RadianceField
 from .gpu.backend import Backend
-from .metrics import over_white, premultiply, psnr, ssim
+from .metrics import SSIM_WINDOW, over_white, premultiply, psnr, ssim
 from .render import render_image
 
 
@@ -22,6 +23,17 @@ class LevelScore:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def check_scorable(split: Split, data_dir: Path) -> None:
+    """Views smaller than SSIM's window cannot be scored; say so before any rendering."""
+    width, height = split.intrinsics.width, split.intrinsics.height
+    if min(width, height) < SSIM_WINDOW:
+        raise DatasetError(
+            f"views are {width}x{height} px; scoring (SSIM) needs at least {SSIM_WINDOW} px "
+            "on each side",
+            data_dir,
+        )
 
 
 def evaluate_levels(

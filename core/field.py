@@ -27,6 +27,9 @@ from .octree import CORNER_OFFSETS, SparseOctree
 
 TrainableStore = Literal["dense", "codebook", "hashed"]
 HIDDEN_DIM = 128
+# VQ-AD's softmax is over 2^b entries per touched corner, so its bits stay small; random
+# indices cost nothing to train and go up to the .vbnf limit.
+MAX_BITWIDTH: dict[str, int] = {"codebook": 8, "hashed": 16}
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class FieldConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.min_level <= self.max_level <= 12:
             raise ValueError(f"need 0 <= min_level <= max_level <= 12, got {self}")
-        if self.store != "dense" and not 1 <= self.bitwidth <= 16:
-            raise ValueError(f"bitwidth must be in 1..16, got {self.bitwidth}")
         if self.store not in ("dense", "codebook", "hashed"):
             raise ValueError(f"store must be dense, codebook or hashed, got {self.store!r}")
+        if self.store != "dense" and not 1 <= self.bitwidth <= MAX_BITWIDTH[self.store]:
+            raise ValueError(
+                f"bitwidth must be in 1..{MAX_BITWIDTH[self.store]} for the {self.store} store, "
+                f"got {self.bitwidth}"
+            )
         if not 1 <= self.feature_dim <= 256:
             raise ValueError(f"feature_dim must be in 1..256, got {self.feature_dim}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .report_tables import Row
 
 FAMILY_COLOURS = {
@@ -66,8 +67,8 @@ def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path
         axis.set_visible(False)
     axes.flat[len(panels) - 1].legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
 
 
@@ -115,8 +116,8 @@ def contact_sheet(blocks: Sequence[SheetBlock], path: Path) -> None:
                 tile = _to_image(image).resize((tile_w, tile_h), Image.Resampling.NEAREST)
                 sheet.paste(tile, (x, top))
             top += tile_h + TILE_GAP_PX
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, optimize=True)
+    with atomic_path(path) as temporary:
+        sheet.save(temporary, optimize=True)
 
 
 def _to_image(rgb: np.ndarray):  # -> PIL.Image.Image (pillow is imported lazily)

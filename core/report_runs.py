@@ -24,7 +24,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .dataset import Split, load_split
 from .errors import VbnfError
 from .evaluate import evaluate_levels
-from .field import FieldConfig, RadianceField, TrainableStore
+from .field import MAX_BITWIDTH, FieldConfig, RadianceField, TrainableStore
 from .progress import ProgressReporter
 from .trainer import TrainOptions, prepare_run
 from .vbnf import asset_info, read_asset, write_asset
@@ -37,6 +37,14 @@ TRAINED_STORES: dict[Family, TrainableStore] = {
     "hash": "hashed",
 }
 UNCOMPRESSED: Family = "nglod"
+# Largest size parameter per family: bits of a codebook index (kmVQ is held to VQ-AD's range,
+# so they compare at equal sizes), or LRA factors (at most the feature width).
+PARAMETER_LIMITS: dict[str, int] = {
+    "vqad": MAX_BITWIDTH["codebook"],
+    "kmvq": MAX_BITWIDTH["codebook"],
+    "hash": MAX_BITWIDTH["hashed"],
+    "lra": FieldConfig.feature_dim,
+}
 ASSET_NAME = "asset.vbnf"
 ENTRY_NAME = "entry.json"
 RENDERS_NAME = "renders"
@@ -77,7 +85,12 @@ def parse_method(key: str) -> Method:
         )
     if match.group(1):
         return Method(UNCOMPRESSED)
-    return Method(match.group(2), int(match.group(3)))  # type: ignore[arg-type]
+    family, parameter = match.group(2), int(match.group(3))
+    highest = PARAMETER_LIMITS[family]
+    if not 1 <= parameter <= highest:
+        what = "factors" if family == "lra" else "bits"
+        raise ValueError(f"method {key!r}: {what} must be in 1..{highest}, got {parameter}")
+    return Method(family, parameter)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

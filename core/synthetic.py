@@ -137,6 +137,11 @@ def write_synthetic_dataset(
     out_dir: Path, train_views: int = 40, test_views: int = 8, resolution_px: int = 64
 ) -> Path:
     """Render the scene from cameras on a sphere and write a dataset folder; returns it."""
+    if min(train_views, test_views, resolution_px) < 1:
+        raise ValueError(
+            f"views, test views and resolution must be at least 1, got {train_views}, "
+            f"{test_views} and {resolution_px}"
+        )
     out_dir = Path(out_dir)
     plan = plan_views(
         BoundingSphere(np.zeros(3), SCENE_RADIUS),

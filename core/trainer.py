@@ -49,6 +49,21 @@ class TrainOptions:
     checkpoint_interval_s: float = 120.0
     backend: str = "auto"  # "auto" | "torch" | "cupy": who traces, samples and composites
 
+    def __post_init__(self) -> None:
+        """Reject values that would otherwise fail deep inside a step (a division by zero,
+        an optimiser that never moves) or, worse, after hours of training."""
+        if self.epochs < 1 or self.batch_rays < 1:
+            raise ValueError(
+                f"epochs and batch rays must be at least 1, got {self.epochs} and {self.batch_rays}"
+            )
+        if not (self.lr > 0 and self.grid_lr_factor > 0 and self.checkpoint_interval_s > 0):
+            raise ValueError(
+                f"learning rate, grid factor and checkpoint interval must be positive, got "
+                f"{self.lr}, {self.grid_lr_factor} and {self.checkpoint_interval_s}"
+            )
+        if self.dilation < 0:
+            raise ValueError(f"dilation must be at least 0, got {self.dilation}")
+
 
 @dataclass
 class TrainingRays:

@@ -119,7 +119,8 @@ def test_sigterm_writes_a_resumable_checkpoint_and_events(
     events += [json.loads(line) for line in remaining.splitlines()]
     assert process.returncode == 130, stderr
     assert "resume with --resume" in stderr
-    assert {"stage", "progress", "checkpoint"} <= {event["event"] for event in events}
+    assert {"stage", "progress", "checkpoint", "cancelled"} <= {event["event"] for event in events}
+    assert "error" not in {event["event"] for event in events}
     progress = next(event for event in events if event["event"] == "progress")
     assert {"step", "steps", "epoch", "loss", "psnr", "seconds_left", "fraction"} <= progress.keys()
     state = load_checkpoint(out_dir).state
@@ -135,6 +136,46 @@ def test_bad_input_ends_with_a_clear_error_line(tmp_path: Path) -> None:
     )
     result = run_core("train", tmp_path, "-o", tmp_path / "out", "--bitwidth", "9", check=False)
     assert result.returncode == 1 and "bitwidth must be in 1..8" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["synth", "{tmp}/data", "--views", "0"],
+        ["train", "{data}", "-o", "{tmp}/run", "--batch-rays", "0"],
+        ["train", "{data}", "-o", "{tmp}/run", "--lr", "-1"],
+        ["train", "{data}", "-o", "{tmp}/run", "--hashed", "--bitwidth", "17"],
+        ["report", "{data}", "-o", "{tmp}/report", "--methods", "nglod,vqad20"],
+    ],
+    ids=["synth-views", "batch-rays", "lr", "hashed-bits", "report-method"],
+)
+def test_bad_values_end_in_one_line_before_any_work(
+    command: list[str], synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    args = [part.format(tmp=tmp_path, data=synthetic_dataset) for part in command]
+    result = run_core(*args, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "report").exists()
+
+
+def test_views_too_small_to_score_are_refused_before_training(tmp_path: Path) -> None:
+    data = tmp_path / "tiny"
+    run_core("synth", data, "--views", "2", "--test-views", "1", "--resolution", "8")
+    result = run_core("train", data, "-o", tmp_path / "run", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "views are 8x8 px; scoring (SSIM) needs at least 11 px" in result.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    result = run_core("eval", tmp_path / "run", data, check=False)
+    assert result.returncode == 1 and "needs at least 11 px" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_eval_on_a_missing_cuda_device_says_so(trained_run: Path, synthetic_dataset: Path) -> None:
+    result = run_core("eval", trained_run, synthetic_dataset, "--device", "cuda", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "torch sees no CUDA device" in result.stderr
 
 
 def test_eval_scores_the_shipped_bytes_at_every_level(

@@ -1,7 +1,8 @@
-"""``python -m core cut ASSET (--level L | --max-bytes N) -o OUT``: a smaller, complete asset.
+"""``python -m core cut ASSET [--level L] [--max-bytes N] -o OUT``: a smaller, complete asset.
 
-Keeps the coarsest levels (up to ``--level``, or as many as fit in ``--max-bytes`` with the
-rewritten header); chunks are copied byte for byte.
+Keeps the coarsest levels: up to ``--level`` and as many as fit in ``--max-bytes`` with the
+rewritten header (both may be given). With neither it keeps every complete level, which turns a
+truncated download into a valid asset. Chunks are copied byte for byte.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import argparse
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from ..errors import VbnfError
 from ..vbnf import asset_info, cut_asset
 
-HELP = "write a lower level of detail of an asset as a complete asset"
+HELP = "write a lower level of detail of an asset (or a truncated one's complete levels)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.level is None and args.max_bytes is None:
-        raise VbnfError("cut needs --level or --max-bytes")
     data = cut_asset(args.asset, level=args.level, max_bytes=args.max_bytes)
     atomic_write_bytes(args.out, data)
     info = asset_info(data)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..checkpoint import load_checkpoint
 from ..dataset import load_split
-from ..evaluate import evaluate_levels
+from ..evaluate import check_scorable, evaluate_levels
 from ..field import RadianceField
-from ..gpu.backend import BACKEND_CHOICES, select_backend
+from ..gpu.backend import BACKEND_CHOICES, require_device, select_backend
 from ..vbnf import read_asset
 
 HELP = "render a split at every level and report PSNR and SSIM"
@@ -40,9 +40,11 @@ def load_field(source: Path, device: str) -> RadianceField:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_device(args.device)
+    split = load_split(args.data_dir, args.split)
+    check_scorable(split, args.data_dir)
     backend = select_backend(args.backend, args.device)
     field = load_field(args.source, args.device).eval()
-    split = load_split(args.data_dir, args.split)
     scores = evaluate_levels(field, split, args.renders, backend)
     if args.json:
         print(json.dumps({"levels": [score.to_dict() for score in scores]}, indent=2))

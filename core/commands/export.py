@@ -1,4 +1,4 @@
-"""``python -m core export OUT_DIR -o ASSET``: write a ``.vbnf`` from a training checkpoint."""
+"""``python -m core export RUN_DIR -o ASSET``: write a ``.vbnf`` from a training checkpoint."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import VbnfError
 from ..synthetic import write_synthetic_dataset
 
 HELP = "write the built-in synthetic scene as a dataset (no Blender needed)"
@@ -18,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    write_synthetic_dataset(args.out_dir, args.views, args.test_views, args.resolution)
+    try:
+        write_synthetic_dataset(args.out_dir, args.views, args.test_views, args.resolution)
+    except ValueError as error:
+        raise VbnfError(str(error)) from error
     print(args.out_dir)
     return 0

@@ -8,14 +8,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from ..atomic import atomic_write_bytes
-from ..dataset import load_split
-from ..errors import VbnfError
-from ..evaluate import constant_colour_psnr, evaluate_levels
+from ..dataset import Split, load_split
+from ..errors import TrainingCancelled, VbnfError
+from ..evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..field import FieldConfig, RadianceField, TrainableStore
-from ..gpu.backend import BACKEND_CHOICES, Backend
+from ..gpu.backend import BACKEND_CHOICES, Backend, require_device
 from ..progress import ProgressReporter
 from ..trainer import TrainOptions, prepare_run
 from ..vbnf import asset_info, read_asset, write_asset
@@ -34,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bitwidth",
         type=int,
         default=field_defaults.bitwidth,
-        help="bits per codebook index, 1..8 (default %(default)s)",
+        help="bits per codebook index: 1..8, or 1..16 with --hashed (default %(default)s)",
     )
     store.add_argument(
         "--uncompressed",
@@ -79,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="lossless compression of each level chunk in the asset",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT with its own settings (only --epochs, --device and "
+        "--backend may change)",
+    )
     parser.add_argument(
         "--events",
         action="store_true",
@@ -93,37 +96,44 @@ def field_config(args: argparse.Namespace) -> FieldConfig:
     store: TrainableStore = (
         "dense" if args.uncompressed else "hashed" if args.hashed else "codebook"
     )
-    if store == "codebook" and not 1 <= args.bitwidth <= 8:
-        raise VbnfError(f"--bitwidth must be in 1..8, got {args.bitwidth}")
     try:
         return FieldConfig(args.min_level, args.max_level, args.feature_dim, store, args.bitwidth)
     except ValueError as error:
         raise VbnfError(str(error)) from error
 
 
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    try:
+        return TrainOptions(
+            epochs=args.epochs,
+            batch_rays=args.batch_rays,
+            lr=args.lr,
+            seed=args.seed,
+            dilation=args.dilation,
+            device=args.device,
+            checkpoint_interval_s=args.checkpoint_interval,
+            backend=args.backend,
+        )
+    except ValueError as error:
+        raise VbnfError(str(error)) from error
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise VbnfError("--device cuda asked for, but torch sees no CUDA device")
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_rays=args.batch_rays,
-        lr=args.lr,
-        seed=args.seed,
-        dilation=args.dilation,
-        device=args.device,
-        checkpoint_interval_s=args.checkpoint_interval,
-        backend=args.backend,
-    )
     reporter = ProgressReporter(1, events=args.events)
     try:
-        trainer = prepare_run(
-            args.data_dir, args.out, field_config(args), options, args.resume, reporter
-        )
+        require_device(args.device)
+        options, config = train_options(args), field_config(args)
+        test = load_split(args.data_dir, "test")
+        check_scorable(test, args.data_dir)  # before training, not after it
+        trainer = prepare_run(args.data_dir, args.out, config, options, args.resume, reporter)
         reporter.stage(
             "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
         )
         state = trainer.run()
-        metrics = finish(trainer.field, trainer.backend, args, reporter)
+        metrics = finish(trainer.field, trainer.backend, test, args, reporter)
+    except TrainingCancelled as cancelled:
+        reporter.emit("cancelled", message=str(cancelled))
+        raise
     except VbnfError as error:
         reporter.emit("error", message=str(error))
         raise
@@ -138,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def finish(
-    field: RadianceField, backend: Backend, args: argparse.Namespace, reporter: ProgressReporter
+    field: RadianceField,
+    backend: Backend,
+    test: Split,
+    args: argparse.Namespace,
+    reporter: ProgressReporter,
 ) -> dict:
     """Write the asset, then score *its bytes* (not the float model) on the test split, on the
     training device and backend."""
@@ -148,7 +162,7 @@ def finish(
     reporter.stage("eval", "scoring the asset on the test views")
     started = time.monotonic()
     shipped = RadianceField.from_field_data(read_asset(asset_path).field).to(args.device)
-    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
+    train = load_split(args.data_dir, "train")
     scores = evaluate_levels(shipped, test, backend=backend)
     for score in scores:
         reporter.emit("level", **score.to_dict())

@@ -135,6 +135,13 @@ def cupy_unavailable_reason(device: str | torch.device) -> str | None:
     return None
 
 
+def require_device(device: str) -> None:
+    """Refuse ``--device cuda`` up front where torch has no CUDA, instead of failing on the
+    first tensor moved there (or, loading a checkpoint, as if the file were damaged)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VbnfError("--device cuda asked for, but torch sees no CUDA device")
+
+
 def select_backend(name: str, device: str | torch.device) -> Backend:
     """The backend for ``--backend NAME`` on ``device``: ``torch``, ``cupy`` (a VbnfError when
     it cannot run) or ``auto`` (cupy when it can run, torch otherwise)."""
