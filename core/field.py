@@ -8,6 +8,7 @@ Laplacian pyramid, paper section 4.3). A level without a cell at the point adds 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol, cast
 
@@ -210,15 +211,20 @@ class RadianceField(nn.Module):
         ]
 
     def features(
-        self, points: torch.Tensor, lod: int, gather: FeatureGather = TORCH_GATHER
+        self,
+        points: torch.Tensor,
+        lod: int,
+        gather: FeatureGather = TORCH_GATHER,
+        tables: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels), and
         whether each point lies in an allocated cell of the coarsest level (elsewhere the field
         is empty space: density 0, as the numpy decoder has it).
 
         Per level only the corners this batch touches are asked for (``store(rows)``), so the
-        VQ-AD softmax runs on those rows alone. Points in unallocated cells get zero weights,
-        hence zero features.
+        VQ-AD softmax runs on those rows alone; or, given ``tables`` (:meth:`corner_tables`,
+        for renders that shade many batches with one decoding), the level's table is read
+        directly. Points in unallocated cells get zero weights, hence zero features.
         """
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
@@ -228,9 +234,22 @@ class RadianceField(nn.Module):
             cell, corner_ids, weights = gather.corners(index, points)
             if depth == 0:
                 inside = cell >= 0
-            rows, local_ids = touched_rows(corner_ids, index.num_corners)
-            total = total + gather.interpolate(weights, local_ids, store(rows))
+            if tables is None:
+                rows, local_ids = touched_rows(corner_ids, index.num_corners)
+                total = total + gather.interpolate(weights, local_ids, store(rows))
+            else:
+                total = total + gather.interpolate(weights, corner_ids, tables[depth])
         return total, inside
+
+    def corner_tables(self, lod: int) -> list[torch.Tensor]:
+        """Decoded features [M, k] of every corner of levels ``0..lod`` (for VQ-AD, one argmax
+        per corner), to decode once per render instead of once per batch of samples."""
+        return [
+            store(torch.arange(index.num_corners, device=index.cell_corners.device))
+            .float()
+            .contiguous()
+            for index, store in self.levels()[: lod + 1]
+        ]
 
     def forward(
         self,
@@ -238,9 +257,11 @@ class RadianceField(nn.Module):
         directions: torch.Tensor,
         lod: int,
         gather: FeatureGather = TORCH_GATHER,
+        tables: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions."""
-        features, inside = self.features(points, lod, gather)
+        """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions;
+        ``gather`` and ``tables`` as in :meth:`features`."""
+        features, inside = self.features(points, lod, gather, tables)
         density, rgb = self.decode(features, directions)
         return density * inside, rgb
 

@@ -1,19 +1,20 @@
 // Octree lookup and trilinear interpolation of one level's corner features: the twin of one
 // iteration of core/field.py:RadianceField.features (TorchGather.corners, TorchGather.interpolate)
-// without the [N, 8, k] temporaries that torch materialises and saves for its backward pass.
+// in three launches, without the [N, 8, k] gathered features and products (and their
+// gradients) that torch's gather materialises on the way.
 //
-// Three uses share the device functions below:
-// - training, forward: `locate_corners` finds each point's cell, its 8 corner ids and trilinear
-//   weights; the caller renumbers the ids into the rows the batch touches (so VQ-AD's softmax
-//   runs on those alone) and `interpolate_corners` sums the weighted rows of that table;
-// - training, backward: `interpolate_corners_backward` scatters dL/dfeature * weight into the
-//   table's gradient (atomic adds: corners are shared by neighbouring points);
-// - inference: `gather_level_features` does lookup and sum in one pass over a level's fully
-//   decoded corner table and accumulates into `features`, level after level.
+// - `locate_corners` finds each point's cell, its 8 corner ids and trilinear weights. The caller
+//   then either renumbers the ids into the rows a training batch touches (so VQ-AD's softmax runs
+//   on those alone) or, at inference, keeps them as rows of the level's fully decoded table;
+// - `interpolate_corners` sums the weighted rows of that table;
+// - `interpolate_corners_backward` scatters dL/dfeature * weight into the table's gradient.
 //
 // Points outside [-1, 1]^3 or in unallocated cells get weight 0 (they add nothing), and the ids
-// of cell 0's corners, as torch's `cell_corners[clamp(cell, 0)]` gives them.
-// Integer widths: point, key, cell and corner indices are 64-bit (`long long`), sizes 32-bit.
+// of cell 0's corners, as torch's `cell_corners[clamp(cell, 0)]` gives them. A NaN coordinate
+// counts as outside (torch would give NaN features there: NaN x 0).
+// Sums use __fmaf_rn explicitly, so the g++ host build of this file (tests/kernel_host.py) rounds
+// exactly as the GPU does.
+// Integer widths: point, key, cell and row indices are 64-bit (`long long`), sizes 32-bit.
 
 // The Morton index of the cell holding `point` at this level, or -1; `local` gets the point's
 // position inside that cell (in [0, 1]^3 when found). Same operations, in the same order, as
@@ -59,17 +60,6 @@ __device__ void corner_weights(const float local[3], float weight[8]) {
     }
 }
 
-// The cell holding point `point` of `points` (or -1) and its corners' trilinear weights.
-__device__ long long locate_point(const float* points, long long point, int resolution,
-                                  const long long* sorted_keys, long long num_cells,
-                                  const long long* key_to_cell, float weight[8]) {
-    float local[3];
-    const long long cell =
-        find_cell(points + 3 * point, resolution, sorted_keys, num_cells, key_to_cell, local);
-    corner_weights(local, weight);
-    return cell;
-}
-
 extern "C" __global__ void locate_corners(const float* points, long long num_points,
                                           int resolution, const long long* sorted_keys,
                                           long long num_cells, const long long* key_to_cell,
@@ -79,9 +69,11 @@ extern "C" __global__ void locate_corners(const float* points, long long num_poi
     if (point >= num_points) {
         return;
     }
-    float weight[8];
+    float local[3];
     const long long cell =
-        locate_point(points, point, resolution, sorted_keys, num_cells, key_to_cell, weight);
+        find_cell(points + 3 * point, resolution, sorted_keys, num_cells, key_to_cell, local);
+    float weight[8];
+    corner_weights(local, weight);
     const long long* corners = cell_corners + 8 * (cell < 0 ? 0 : cell);
     cell_out[point] = cell;
     for (int corner = 0; corner < 8; ++corner) {
@@ -103,64 +95,58 @@ extern "C" __global__ void interpolate_corners(const float* weights, const long 
     float sum = 0.0f;
     for (int corner = 0; corner < 8; ++corner) {
         const long long row = rows[8 * point + corner];
-        sum += weights[8 * point + corner] * table[row * feature_dim + channel];
+        sum = __fmaf_rn(weights[8 * point + corner], table[row * feature_dim + channel], sum);
     }
     features[item] = sum;
 }
 
-// dL/dtable[row] = sum over (point, corner) using that row of weight * dL/dfeatures[point].
+// dL/dtable[row] = sum over (point, corner) using that row of weight * dL/dfeatures[point];
 // `grad_table` must be zero-filled by the caller.
+//
+// One thread per (run of `points_per_thread` consecutive points, channel). Consecutive points
+// are mostly samples of one voxel along one ray and share their 8 rows, so a thread keeps a sum
+// per corner while that corner's row stays the same and issues one atomic add when it changes:
+// on the coarse levels, where a few hundred corners take a whole batch's gradient, that divides
+// the contended atomics by up to `points_per_thread`.
 extern "C" __global__ void interpolate_corners_backward(const float* weights,
                                                         const long long* rows,
                                                         long long num_points,
                                                         const float* grad_features,
-                                                        int feature_dim, float* grad_table) {
+                                                        int feature_dim, int points_per_thread,
+                                                        float* grad_table) {
     const long long item = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (item >= num_points * feature_dim) {
+    const long long num_runs = (num_points + points_per_thread - 1) / points_per_thread;
+    if (item >= num_runs * feature_dim) {
         return;
     }
-    const long long point = item / feature_dim;
-    const int channel = (int)(item - point * feature_dim);
-    const float grad = grad_features[item];
-    if (grad == 0.0f) {
-        return;
-    }
+    const long long run = item / feature_dim;
+    const int channel = (int)(item - run * feature_dim);
+    const long long first = run * points_per_thread;
+    const long long end =
+        first + points_per_thread < num_points ? first + points_per_thread : num_points;
+    long long row[8];
+    float sum[8];
     for (int corner = 0; corner < 8; ++corner) {
-        const float weight = weights[8 * point + corner];
-        if (weight != 0.0f) {
-            const long long row = rows[8 * point + corner];
-            atomicAdd(grad_table + row * feature_dim + channel, weight * grad);
-        }
+        row[corner] = -1;
+        sum[corner] = 0.0f;
     }
-}
-
-extern "C" __global__ void gather_level_features(const float* points, long long num_points,
-                                                 int resolution, const long long* sorted_keys,
-                                                 long long num_cells,
-                                                 const long long* key_to_cell,
-                                                 const long long* cell_corners,
-                                                 const float* table, int feature_dim,
-                                                 float* features) {
-    const long long point = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (point >= num_points) {
-        return;
-    }
-    float weight[8];
-    const long long cell =
-        locate_point(points, point, resolution, sorted_keys, num_cells, key_to_cell, weight);
-    if (cell < 0) {
-        return;
-    }
-    long long corner_row[8];
-    for (int corner = 0; corner < 8; ++corner) {
-        corner_row[corner] = cell_corners[8 * cell + corner] * feature_dim;
-    }
-    float* out = features + point * feature_dim;
-    for (int channel = 0; channel < feature_dim; ++channel) {
-        float level_sum = 0.0f;
+    for (long long point = first; point < end; ++point) {
+        const float grad = grad_features[point * feature_dim + channel];
         for (int corner = 0; corner < 8; ++corner) {
-            level_sum += weight[corner] * table[corner_row[corner] + channel];
+            const long long point_row = rows[8 * point + corner];
+            if (point_row != row[corner]) {
+                if (row[corner] >= 0 && sum[corner] != 0.0f) {
+                    atomicAdd(grad_table + row[corner] * feature_dim + channel, sum[corner]);
+                }
+                row[corner] = point_row;
+                sum[corner] = 0.0f;
+            }
+            sum[corner] = __fmaf_rn(weights[8 * point + corner], grad, sum[corner]);
         }
-        out[channel] += level_sum;
+    }
+    for (int corner = 0; corner < 8; ++corner) {
+        if (row[corner] >= 0 && sum[corner] != 0.0f) {
+            atomicAdd(grad_table + row[corner] * feature_dim + channel, sum[corner]);
+        }
     }
 }

@@ -1,8 +1,11 @@
 """Run the CUDA kernels of ``cuda/`` on the CPU, so their logic is tested where no GPU exists.
 
 Each ``.cu`` file is compiled as C++ with g++ under a small shim: ``__global__``/``__device__``
-vanish, ``blockIdx``/``threadIdx`` become globals, and the ``__*_rn`` intrinsics become plain
-IEEE operations (``-ffp-contract=off`` keeps them unfused, as on the GPU). For every
+vanish, ``blockIdx``/``threadIdx`` become globals, the ``__*_rn`` intrinsics become plain
+IEEE operations (``-ffp-contract=off`` keeps them unfused, as the intrinsics are on the GPU)
+and ``__fmaf_rn`` becomes ``std::fmaf``; so where a kernel spells its arithmetic with these,
+host and GPU round identically. Plain ``a += w * x`` may be contracted into an FMA by NVRTC
+and not here, which the parity tolerances allow for. For every
 ``extern "C" __global__`` kernel a generated ``host_<name>(num_threads, ...)`` runs its threads
 one after another, which is a valid schedule because threads share data only through
 ``atomicAdd`` (a plain add when they run in turn). :func:`host_launch` and
@@ -44,6 +47,7 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 static inline float atomicAdd(float* address, float value) {
     const float old = *address;
     *address = old + value;

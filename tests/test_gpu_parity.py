@@ -19,7 +19,8 @@ Tolerances:
 - training feature gather: cells and corner ids exact, weights ``rtol=1e-6, atol=1e-7``;
   interpolated features ``rtol=1e-5, atol=1e-6`` and their gradients like compositing's
   (atomic adds sum in another order);
-- inference feature gather: ``rtol=1e-5, atol=1e-7``;
+- inference from decoded corner tables: torch exactly as without tables, the kernels like the
+  training features;
 - early-exit renders: 99.9 % of rays within ``1e-5``, all within twice the termination
   threshold (a ray whose transmittance rounds across the threshold stops a voxel apart);
 - training gradients through ``render_rays``: ``rtol=1e-3``, ``atol`` 1e-4 of the largest.
@@ -35,7 +36,6 @@ from kernel_host import GXX, host_launch, host_pointer
 from core.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
 from core.gpu import ops
 from core.gpu.backend import cupy_backend, cupy_unavailable_reason, select_backend, torch_backend
-from core.gpu.early_exit import corner_tables, shade_fused
 from core.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
 from core.gpu.kernels import import_cupy
 from core.octree import SparseOctree
@@ -256,24 +256,25 @@ def make_batch(device: torch.device, count: int, seed: int) -> RayBatch:
 
 
 @pytest.mark.parametrize("store", ["codebook", "dense", "hashed"])
-def test_fused_feature_gather_matches_field(
+def test_inference_from_corner_tables_matches_field(
     device: torch.device, octree: SparseOctree, store: TrainableStore
 ) -> None:
+    """Renders decode each level's corner table once and interpolate it with the kernels."""
     field = make_field(device, octree, store, 0.0)
-    rays = make_batch(device, 2048, seed=10)
-    tracer = OctreeTracer(octree, 3).to(device)
-    samples = sample_hits(
-        tracer(rays.origins, rays.directions), rays.origins, rays.directions, None
+    points = gather_points(device, octree, seed=10)
+    generator = torch.Generator(device=device).manual_seed(10)
+    directions = torch.nn.functional.normalize(
+        torch.randn(points.shape[0], 3, device=device, generator=generator), dim=1
     )
-    points = samples.points.clone()
-    points[::7] *= 1.5  # some points leave the cube and must add nothing
-    moved = PackedSamples(samples.ray_index, samples.t, samples.step, points)
     for lod in range(field.config.num_lods):
         with torch.no_grad():
-            expected = field(points, rays.view_directions[samples.ray_index], lod)
-            actual = shade_fused(field, corner_tables(field, lod), moved, rays)
-        for got, want in zip(actual, expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+            expected = field(points, directions, lod)
+            tables = field.corner_tables(lod)
+            from_tables = field(points, directions, lod, TORCH_GATHER, tables)
+            actual = field(points, directions, lod, ops.KERNEL_GATHER, tables)
+        for got, same, want in zip(actual, from_tables, expected, strict=True):
+            assert torch.equal(same, want)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def gather_points(device: torch.device, octree: SparseOctree, seed: int) -> torch.Tensor:
@@ -297,7 +298,7 @@ def test_locate_corners_matches_torch(
     index = LevelIndex(octree, level).to(device)
     points = gather_points(device, octree, seed=13)
     expected = TORCH_GATHER.corners(index, points)
-    actual = ops.KernelGather().corners(index, points)
+    actual = ops.KERNEL_GATHER.corners(index, points)
     assert bool((expected[0] >= 0).any()) and bool((expected[0] < 0).any())
     assert torch.equal(actual[0], expected[0])
     assert torch.equal(actual[1], expected[1])
@@ -309,18 +310,28 @@ def test_corner_interpolation_values_and_gradients(device: torch.device) -> None
     num_points, num_rows, feature_dim = ray_count(device, 20000), 300, 8
     weights = torch.rand(num_points, 8, device=device, generator=generator)
     weights[::5] = 0.0  # unallocated points
-    rows = torch.randint(0, num_rows, (num_points, 8), device=device, generator=generator)
+    # Half the points in runs sharing their rows (samples of one voxel), half scattered; the
+    # gradient kernel folds runs together before its atomic adds.
+    runs = torch.randint(0, num_rows, (num_points // 16, 8), device=device, generator=generator)
+    scattered = torch.randint(
+        0, num_rows, (num_points - num_points // 16 * 8, 8), device=device, generator=generator
+    )
+    rows = torch.cat([runs.repeat_interleave(8, dim=0), scattered])
     table = torch.randn(num_rows, feature_dim, device=device, generator=generator)
     table.requires_grad_()
     grad_features = torch.randn(num_points, feature_dim, device=device, generator=generator)
     results = []
-    for gather in (TORCH_GATHER, ops.KernelGather()):
+    for gather in (TORCH_GATHER, ops.KERNEL_GATHER):
         features = gather.interpolate(weights, rows, table)
         (grad_table,) = torch.autograd.grad((features * grad_features).sum(), table)
         results.append((features, grad_table))
     (want_features, want_grad), (got_features, got_grad) = results
     torch.testing.assert_close(got_features, want_features, rtol=1e-5, atol=1e-6)
     assert_gradient_close(got_grad, want_grad)
+    with pytest.raises(ValueError, match="does not differentiate its weights"):
+        ops.KERNEL_GATHER.interpolate(weights.requires_grad_(), rows, table)
+    with pytest.raises(ValueError, match=r"\[N, 8\]"):
+        ops.KERNEL_GATHER.interpolate(weights[:, :4], rows[:, :4], table)
 
 
 @pytest.mark.parametrize("store", ["codebook", "dense", "hashed"])
@@ -334,7 +345,7 @@ def test_training_feature_gather_matches_field(
         weights = torch.randn(points.shape[0], field.config.feature_dim, device=device,
                               generator=generator)  # fmt: skip
         results = []
-        for gather in (TORCH_GATHER, ops.KernelGather()):
+        for gather in (TORCH_GATHER, ops.KERNEL_GATHER):
             field.zero_grad(set_to_none=True)
             features, inside = field.features(points, lod, gather)
             (features * weights).sum().backward()

@@ -108,7 +108,7 @@ def cupy_backend() -> Backend:
         "cupy",
         ops.trace,
         ops.sample,
-        ops.KernelGather(),
+        ops.KERNEL_GATHER,
         ops.composite,
         early_exit.render_rays_early_exit,
     )

@@ -7,9 +7,10 @@ its transmittance is at or below the threshold), organised for a GPU:
   log2(hits per ray) rounds instead of one per voxel. ``composite_round`` still blends voxel by
   voxel and stops a ray exactly where the torch loop would; the price is shading a few voxels
   a finished ray will not use;
-- level features come from one fused lookup-and-gather kernel per level
-  (``cuda/field_features.cu``) instead of the ~20 tensor operations of
-  ``RadianceField.features``; the decoder MLP stays in torch (cuBLAS).
+- level features come from the lookup and interpolation kernels of ``cuda/field_features.cu``
+  (:class:`~core.gpu.ops.KernelGather`) reading each level's corner table, decoded once per
+  call (for VQ-AD, one argmax per corner) instead of once per round; the decoder MLP stays in
+  torch (cuBLAS).
 """
 
 from __future__ import annotations
@@ -17,43 +18,9 @@ from __future__ import annotations
 import torch
 
 from ..field import RadianceField
-from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
+from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, VoxelHits
 from ..render import DEFAULT_TERMINATION, RayBatch
 from . import ops
-
-
-def corner_tables(field: RadianceField, lod: int) -> list[torch.Tensor]:
-    """Decoded features [M, k] of every corner of levels ``0..lod``: for VQ-AD one argmax per
-    corner, done once per call instead of once per touched corner per round."""
-    tables = []
-    for index, store in field.levels()[: lod + 1]:
-        corners = torch.arange(index.num_corners, device=index.cell_corners.device)
-        tables.append(store(corners).float().contiguous())
-    return tables
-
-
-def shade_fused(
-    field: RadianceField,
-    tables: list[torch.Tensor],
-    samples: PackedSamples,
-    rays: RayBatch,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Density and RGB at the samples: ``RadianceField.forward`` with the feature sum fused."""
-    points = samples.points.float().contiguous()
-    features = points.new_zeros(points.shape[0], field.config.feature_dim)
-    for (index, _), table in zip(field.levels()[: len(tables)], tables, strict=True):
-        ops.gather_level_features(
-            points,
-            index.resolution,
-            index.sorted_keys,
-            index.key_to_cell,
-            index.cell_corners,
-            table,
-            features,
-        )
-    density, rgb = field.decode(features, rays.view_directions[samples.ray_index])
-    coarsest_cell, _ = field.levels()[0][0].locate(points)
-    return density * (coarsest_cell >= 0), rgb  # empty space outside the coarsest cells
 
 
 @torch.no_grad()
@@ -71,7 +38,7 @@ def render_rays_early_exit(
     transmittance = torch.ones(num_rays, dtype=torch.float32, device=device)
     if hits.ray_index.numel() == 0:
         return colour, 1.0 - transmittance
-    tables = corner_tables(field, lod)
+    tables = field.corner_tables(lod)
     counts = torch.bincount(hits.ray_index, minlength=num_rays)
     first_hit = torch.cumsum(counts, 0) - counts
     ray_ids = torch.arange(num_rays, device=device)
@@ -90,7 +57,8 @@ def render_rays_early_exit(
             *(a[selected] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
         )
         samples = ops.sample(round_hits, rays.origins, rays.directions, None)
-        density, rgb = shade_fused(field, tables, samples, rays)
+        view_directions = rays.view_directions[samples.ray_index]
+        density, rgb = field(samples.points, view_directions, lod, ops.KERNEL_GATHER, tables)
         voxel_offsets = torch.cat([ends.new_zeros(1), ends])
         ops.composite_round(
             density,

@@ -31,12 +31,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "octree_trace.cu": ("trace_count", "trace_write"),
     "sampling.cu": ("sample_voxels",),
     "composite.cu": ("composite_forward", "composite_backward", "composite_round"),
-    "field_features.cu": (
-        "locate_corners",
-        "interpolate_corners",
-        "interpolate_corners_backward",
-        "gather_level_features",
-    ),
+    "field_features.cu": ("locate_corners", "interpolate_corners", "interpolate_corners_backward"),
 }
 _SOURCE_OF = {name: source for source, names in KERNELS.items() for name in names}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..field import LevelIndex
 from ..raymarch import SAMPLES_PER_VOXEL, OctreeTracer, PackedSamples, VoxelHits
@@ -138,6 +139,7 @@ class PackedComposite(torch.autograd.Function):
         return colour, alpha
 
     @staticmethod
+    @once_differentiable
     def backward(
         ctx: Any,
         grad_colour: torch.Tensor | None,
@@ -218,65 +220,51 @@ def composite_round(
     )  # fmt: skip
 
 
-def gather_level_features(
-    points: torch.Tensor,
-    resolution: int,
-    sorted_keys: torch.Tensor,
-    key_to_cell: torch.Tensor,
-    cell_corners: torch.Tensor,
-    table: torch.Tensor,
-    features: torch.Tensor,
-) -> None:
-    """Add one level's trilinearly interpolated corner features (``table`` [M, k]) at
-    ``points`` [N, 3] to ``features`` [N, k] in place (no autograd: inference only)."""
-    num_points = int(points.shape[0])
-    launch(
-        "gather_level_features", points.device, num_points,
-        pointer(points, torch.float32), np.int64(num_points), np.int32(resolution),
-        pointer(sorted_keys, torch.int64), np.int64(sorted_keys.numel()),
-        pointer(key_to_cell, torch.int64), pointer(cell_corners, torch.int64),
-        pointer(table, torch.float32), np.int32(table.shape[1]),
-        pointer(features, torch.float32),
-    )  # fmt: skip
+# Consecutive points a thread of the gradient kernel folds together before its atomic adds.
+GRADIENT_POINTS_PER_THREAD = 16
 
 
 class CornerInterpolation(torch.autograd.Function):
     """Forward: ``sum_c weights[:, c] * table[rows[:, c]]``. Backward: the table's gradient by
-    atomic scatter. Only ``weights`` and ``rows`` are saved (12 bytes per corner), where torch's
-    gather-multiply-sum saves the ``[N, 8, k]`` gathered features."""
+    atomic scatter (weights are not differentiated: they come from points, which are not
+    learnt). Compared with torch's gather, multiply and sum, no ``[N, 8, k]`` tensor is ever
+    allocated, forward or backward; both keep the same 96 bytes per point for the backward."""
 
     @staticmethod
     def forward(
         ctx: Any, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
     ) -> torch.Tensor:
-        features = table.new_empty(int(weights.shape[0]), int(table.shape[1]))
-        _launch_interpolation("interpolate_corners", weights, rows, table, features)
+        if weights.requires_grad:
+            raise ValueError("the fused interpolation does not differentiate its weights")
+        num_points, feature_dim = int(weights.shape[0]), int(table.shape[1])
+        features = table.new_empty(num_points, feature_dim)
+        launch(
+            "interpolate_corners", table.device, num_points * feature_dim,
+            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+            pointer(table, torch.float32), np.int32(feature_dim),
+            pointer(features, torch.float32),
+        )  # fmt: skip
         ctx.save_for_backward(weights, rows)
         ctx.table_rows = int(table.shape[0])
         return features
 
     @staticmethod
-    def backward(ctx: Any, grad_features: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+    @once_differentiable
+    def backward(ctx: Any, grad_features: torch.Tensor) -> tuple[None, None, torch.Tensor | None]:
+        if not ctx.needs_input_grad[2]:
+            return None, None, None
         weights, rows = ctx.saved_tensors
         grad_features = grad_features.float().contiguous()
-        grad_table = grad_features.new_zeros(ctx.table_rows, int(grad_features.shape[1]))
-        _launch_interpolation(
-            "interpolate_corners_backward", weights, rows, grad_features, grad_table
-        )
+        num_points, feature_dim = grad_features.shape
+        grad_table = grad_features.new_zeros(ctx.table_rows, feature_dim)
+        runs = -(-num_points // GRADIENT_POINTS_PER_THREAD)
+        launch(
+            "interpolate_corners_backward", grad_features.device, runs * feature_dim,
+            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+            pointer(grad_features, torch.float32), np.int32(feature_dim),
+            np.int32(GRADIENT_POINTS_PER_THREAD), pointer(grad_table, torch.float32),
+        )  # fmt: skip
         return None, None, grad_table
-
-
-def _launch_interpolation(
-    name: str, weights: torch.Tensor, rows: torch.Tensor, source: torch.Tensor, out: torch.Tensor
-) -> None:
-    """Both interpolation kernels take (weights, rows, N, source [., k], k, out [., k]) and run
-    one thread per (point, channel)."""
-    num_points, feature_dim = int(weights.shape[0]), int(source.shape[1])
-    launch(
-        name, source.device, num_points * feature_dim,
-        pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
-        pointer(source, torch.float32), np.int32(feature_dim), pointer(out, torch.float32),
-    )  # fmt: skip
 
 
 class KernelGather:
@@ -304,7 +292,16 @@ class KernelGather:
     def interpolate(
         self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
     ) -> torch.Tensor:
+        # The kernels index raw memory: a shape mismatch would read (or, in the backward pass,
+        # atomically write) outside the tensors instead of raising.
+        if weights.dim() != 2 or weights.shape[1] != 8 or rows.shape != weights.shape:
+            raise ValueError(f"need weights and rows of [N, 8], got {weights.shape}, {rows.shape}")
+        if table.dim() != 2:
+            raise ValueError(f"need a table of [rows, k], got {table.shape}")
         features: torch.Tensor = CornerInterpolation.apply(
             weights.float().contiguous(), rows.contiguous(), table.float().contiguous()
         )
         return features
+
+
+KERNEL_GATHER = KernelGather()
