@@ -188,7 +188,12 @@ class Trainer:
         save_checkpoint(
             self.checkpoint_path, self.field, self.optimizer, self.state, asdict(self.options)
         )
-        self.reporter.emit("checkpoint", path=str(self.checkpoint_path), step=self.state.step)
+        self.reporter.emit(
+            "checkpoint",
+            path=str(self.checkpoint_path),
+            step=self.state.step,
+            steps_per_epoch=self.steps_per_epoch,
+        )
 
     def step(self, ray_ids: torch.Tensor) -> tuple[float, float, int]:
         """One optimisation step on the given rays; returns (loss, PSNR, level index)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -316,6 +318,37 @@ class _ModalHarness:
         return result
 
 
+class _ConfirmingContext:
+    """``bpy.context``, but its window manager records the confirmation popup an operator asks
+    for instead of showing it: the popup needs Blender's event loop (under the bpy module
+    ``invoke_confirm`` crashes). Each question's keywords are checked against the real
+    function's parameters and icons, so a misspelt keyword fails here as it would in Blender."""
+
+    def __init__(self) -> None:
+        self.questions: list[dict[str, str]] = []
+        self.window_manager = SimpleNamespace(invoke_confirm=self._ask)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(bpy.context, name)
+
+    def _ask(self, operator: Any, event: Any, **keywords: str) -> set[str]:
+        function = bpy.types.WindowManager.bl_rna.functions["invoke_confirm"]
+        parameters = {parameter.identifier for parameter in function.parameters}
+        assert set(keywords) <= parameters - {"operator", "event", "result"}, keywords
+        icons = {item.identifier for item in function.parameters["icon"].enum_items}
+        assert keywords.get("icon", "NONE") in icons
+        self.questions.append(keywords)
+        return {"RUNNING_MODAL"}  # what Blender returns while the popup is open
+
+
+def _invoke(operator: type, context: _ConfirmingContext) -> tuple[set[str], Any]:
+    """Call ``operator.invoke`` as Blender would on a button press, with a stand-in ``self``
+    and event; returns the result and the stand-in, which holds what ``invoke`` stored."""
+    me = SimpleNamespace(reports=[], _job=None, _plan=None)
+    me.report = lambda kind, text: me.reports.append((kind, text))
+    return operator.invoke(me, context, SimpleNamespace(type="LEFTMOUSE", value="PRESS")), me
+
+
 def _view_files(work_dir: Path, dataset: str = "dataset") -> dict[Path, int]:
     """The rendered views' files and their modification times (a view rendered again would be
     a new file with a new time)."""
@@ -354,8 +387,7 @@ def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     assert harness.reports == [
         (
             {"WARNING"},
-            "Bake cancelled: cancelled during the capture. "
-            "Kept 2/5 views: press Bake again to resume",
+            "Bake cancelled during the capture. Kept 2/4 views: press Bake again to resume",
         )
     ]
     assert not harness.status.running
@@ -364,7 +396,7 @@ def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     work_dir = tmp_path / "esc.vbnf.bake"
     kept = _view_files(work_dir)
     assert len(kept) == 4 and _work_state(work_dir)["views_done"] == 2  # PNG + depth EXR each
-    assert extension.work_folder.resume_line(work_dir) == "Resumable: 2/5 views"
+    assert extension.work_folder.resume_line(work_dir) == "Resumable: 2/4 views"
 
     resumed = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
     resumed.tick_until(lambda: resumed.status.stage == "train")
@@ -372,7 +404,7 @@ def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     assert len(views) == 10 and all(views[path] == time for path, time in kept.items())
     assert resumed.tick_until(lambda: not resumed.status.running) == {"FINISHED"}
     [(kind, text)] = resumed.reports
-    assert kind == {"INFO"} and text.endswith(", resumed from 2/5 views)"), text
+    assert kind == {"INFO"} and text.endswith(", resumed from 2/4 views)"), text
     assert (tmp_path / "esc.vbnf").is_file() and not work_dir.exists()
 
 
@@ -380,6 +412,7 @@ def test_a_resumed_capture_keeps_only_views_of_the_same_plan(
     extension: ModuleType, tmp_path: Path
 ) -> None:
     _tiny_scene()
+    sun = scenes.add_sun()
     scene = bpy.context.scene
     capture = extension.capture
     settings = capture.CaptureSettings(
@@ -398,9 +431,109 @@ def test_a_resumed_capture_keeps_only_views_of_the_same_plan(
     with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
         assert job.views_kept == 3 and job.finished  # nothing to render: a complete dataset
     assert extension.engine.dataset.load_split(tmp_path, "train").rgba.shape[0] == 2
-    bpy.data.objects["Cube"].location.x += 1.0  # other bounds, other cameras
+
+    # Edits that leave the cameras where they were still show in the pixels.
+    def kept() -> Any:
+        return capture.kept_views(scene, tmp_path, settings)
+
+    assert kept() == capture.KeptViews(3)
+    sun.location.z += 1.0
+    assert kept() == capture.KeptViews(0, "Sun's placement changed")
+    sun.location.z -= 1.0
+    sun.data.energy *= 2.0
+    assert kept() == capture.KeptViews(0, "Sun's light settings changed")
+    sun.data.energy /= 2.0
+    cube = bpy.data.objects["Cube"]
+    cube.data.materials[0] = bpy.data.materials["Sphere emission"]
+    assert kept() == capture.KeptViews(0, "Cube's materials changed")
+    cube.data.materials[0] = bpy.data.materials["Cube emission"]
+    assert kept() == capture.KeptViews(3)  # the record is of the scene, not of its history
+    cube.location.x += 1.0  # other bounds, other cameras
+    assert kept() == capture.KeptViews(0, "the camera positions, Cube's placement changed")
     with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
         assert job.views_kept == 0 and _view_files(tmp_path, dataset="") == {}
+
+
+def test_a_changed_material_asks_before_the_bake_drops_the_kept_views(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "material.blend")
+    _set_bake_settings(views=4, resolution=16)
+    _cancel_during_capture(extension, views=1)
+    work_dir = tmp_path / "material.vbnf.bake"
+    kept = _view_files(work_dir)
+    state = _work_state(work_dir)
+    cube = bpy.data.objects["Cube"]
+    cube.data.materials[0] = bpy.data.materials["Sphere emission"]
+
+    context = _ConfirmingContext()
+    result, me = _invoke(extension.ops_bake.VBNF_OT_bake, context)
+    assert result == {"RUNNING_MODAL"} and me.reports == []
+    assert context.questions == [
+        {
+            "title": "Kept Bake Cannot Resume",
+            "message": "Baking now drops the kept 1/4 views: Cube's materials changed.",
+            "confirm_text": "Bake Anew",
+            "icon": "WARNING",
+        }
+    ]
+    assert _view_files(work_dir) == kept and _work_state(work_dir) == state  # nothing dropped yet
+    assert me._plan == me._job.plan()  # deciding changes nothing, so it decides the same again
+
+    job = me._job  # "Bake Anew": execute() starts the job invoke planned
+    job.start(me._plan)
+    assert job.resume_note == "started over, dropping the kept 1/4 views: Cube's materials changed"
+    assert job.progress.message == job.resume_note
+    assert _view_files(work_dir) == {} and _work_state(work_dir)["views_done"] == 0
+    job.advance()  # renders the first view again, of the scene as it is now
+    assert len(_view_files(work_dir)) == 2
+    job.cancel()
+    job.advance()
+    job.close()
+    assert job.kept == "1/4 views" and _work_state(work_dir)["views_done"] == 1
+
+
+def test_a_second_bake_of_the_same_asset_is_refused_while_the_first_runs(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "twice.blend")
+    _set_bake_settings(views=4, resolution=16)
+    work_dir = tmp_path / "twice.vbnf.bake"
+    first = extension.ops_bake.make_job(bpy.context)
+    first.start()
+    assert first.stage == "capture"
+    second = extension.ops_bake.make_job(bpy.context)
+    second.start()
+    assert second.stage == "failed"
+    assert f"another bake of this asset is running (process {os.getpid()})" in second.error
+    second.close()  # not its folder: left as it is
+    assert (work_dir / "bake.lock").is_file() and (work_dir / "bake.json").is_file()
+    assert not bpy.ops.vbnf.bake_discard.poll()  # Discard waits for the bake too
+    first.cancel()
+    first.advance()
+    first.close()
+    assert not work_dir.exists()  # nothing rendered, nothing kept
+
+    # A bake that died without closing leaves its lock; its process is gone, so it is taken.
+    work_dir.mkdir()
+    (work_dir / "bake.lock").write_text(
+        json.dumps({"pid": _ended_process_id(), "host": socket.gethostname()})
+    )
+    third = extension.ops_bake.make_job(bpy.context)
+    third.start()
+    assert third.stage == "capture", third.error
+    third.cancel()
+    third.advance()
+    third.close()
+    assert not work_dir.exists()
+
+
+def _ended_process_id() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def _small_batch_job(extension: ModuleType, asset_path: Path | None = None) -> Any:
@@ -432,9 +565,10 @@ def test_the_cancel_button_keeps_the_checkpoint_and_the_next_bake_resumes_traini
     state = _work_state(work_dir)
     step, steps_per_epoch = state["checkpoint_step"], state["steps_per_epoch"]
     assert (work_dir / "run" / "checkpoint.pt").is_file() and step >= 1 and steps_per_epoch == 16
-    kept = f"5/5 views, epoch {math.ceil(step / steps_per_epoch)}/20"
+    epoch = f"epoch {math.ceil(step / steps_per_epoch)}/20"
+    kept = f"4/4 views, {epoch}"
     assert harness.reports == [
-        ({"WARNING"}, f"Bake cancelled: training stopped. Kept {kept}: press Bake again to resume")
+        ({"WARNING"}, f"Bake cancelled during training. Kept {kept}: press Bake again to resume")
     ]
     assert extension.work_folder.resume_line(work_dir) == f"Resumable: {kept}"
     views = _view_files(work_dir)
@@ -446,14 +580,15 @@ def test_the_cancel_button_keeps_the_checkpoint_and_the_next_bake_resumes_traini
     retrain = _small_batch_job(extension, other)
     retrain.start()
     assert retrain.resume_note == (
-        "resumed from 5/5 views; training starts over: the training settings changed"
+        f"resumed from 4/4 views, dropping the training so far ({epoch}): "
+        "the training settings changed"
     )
     assert not (retrain.work_dir / "run").exists()
     assert _work_state(retrain.work_dir)["checkpoint_step"] is None
     retrain.cancel()
     retrain.advance()
     retrain.close()
-    assert retrain.kept == "5/5 views"
+    assert retrain.kept == "4/4 views"
 
     # Fewer epochs than asked before, but not fewer than trained: training continues.
     _set_bake_settings(views=4, resolution=16, epochs=step // steps_per_epoch + 1)
@@ -467,7 +602,7 @@ def test_the_cancel_button_keeps_the_checkpoint_and_the_next_bake_resumes_traini
 
     assert job.run(on_progress=watch) == tmp_path / "stop.vbnf"
     assert views_when_training == [views]  # no view rendered again
-    assert job.resume_note.startswith("resumed from 5/5 views, epoch ")
+    assert job.resume_note.startswith("resumed from 4/4 views, epoch ")
     info = extension.engine.asset_info(tmp_path / "stop.vbnf")
     assert [level["level"] for level in info["levels"]] == list(LEVELS)
     assert not work_dir.exists()
@@ -483,7 +618,9 @@ def test_changed_capture_settings_start_over(extension: ModuleType, tmp_path: Pa
     _set_bake_settings(views=4, resolution=20)
     job = extension.ops_bake.make_job(bpy.context)
     job.start()
-    assert job.resume_note == "started over: the capture settings or the objects changed"
+    assert job.resume_note == (
+        "started over, dropping the kept 1/4 views: the capture settings changed"
+    )
     assert job.progress.message == job.resume_note
     assert _view_files(work_dir) == {} and _work_state(work_dir)["views_done"] == 0
     job.cancel()
@@ -520,7 +657,18 @@ def test_the_panel_shows_a_kept_bake_and_discard_deletes_it(
     assert layout.drawn == [] and not bpy.ops.vbnf.bake_discard.poll()
     _cancel_during_capture(extension, views=1)
     panel._draw_kept(layout, bpy.context.scene)
-    assert layout.drawn == [("label", "Resumable: 1/5 views"), ("operator", "vbnf.bake_discard")]
+    assert layout.drawn == [("label", "Resumable: 1/4 views"), ("operator", "vbnf.bake_discard")]
+    context = _ConfirmingContext()
+    result, _ = _invoke(extension.ops_bake.VBNF_OT_bake_discard, context)
+    assert result == {"RUNNING_MODAL"}
+    assert context.questions == [
+        {
+            "title": "Discard Kept Bake",
+            "message": "Delete the kept 1/4 views? The next Bake starts over.",
+            "confirm_text": "Discard",
+            "icon": "WARNING",
+        }
+    ]
     assert bpy.ops.vbnf.bake_discard() == {"FINISHED"}
     assert not (tmp_path / "discard.vbnf.bake").exists()
     assert not bpy.ops.vbnf.bake_discard.poll()
@@ -537,27 +685,32 @@ def test_status_line_says_what_the_bake_does(extension: ModuleType) -> None:
 def test_batch_bake_reports_a_failing_file_and_bakes_the_others(
     extension: ModuleType, tmp_path: Path
 ) -> None:
+    """Also: the button and the batch command name the asset alike (a Unicode name with a
+    space), so the batch command resumes what the button kept."""
     _tiny_scene()
-    scenes.save_blend(tmp_path / "good.blend")
+    good = "My Scene ä.blend"
+    scenes.save_blend(tmp_path / good)
     out_dir = tmp_path / "out"
-    # A bake of good.blend with the command's settings, interrupted after one view.
+    # A bake of the file with the command's settings, interrupted after one view.
     _set_bake_settings(views=8, resolution=16, samples=1, max_level=3, output_dir=str(out_dir))
     _cancel_during_capture(extension, views=1)
+    assert (out_dir / "My Scene ä.vbnf.bake").is_dir()
     addon_extension.reset_file()
     scenes.save_blend(tmp_path / "empty.blend")  # nothing to capture
     result = subprocess.run(  # relative paths: the trainer runs in another folder
-        [sys.executable, str(BATCH_SCRIPT), "bake", "empty.blend", "good.blend",
+        [sys.executable, str(BATCH_SCRIPT), "bake", "empty.blend", good,
          "missing.blend", "-o", "out", "--views", "8", "--resolution", "16", "--samples", "1",
          "--min-level", "2", "--max-level", "3", "--epochs", "1"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True, text=True, encoding="utf-8", timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert any(line.startswith("error: empty.blend: ") for line in errors), result.stderr
     assert any(line.startswith("error: missing.blend: ") for line in errors), result.stderr
     assert errors[-1] == "error: 2 of 3 files failed: empty.blend, missing.blend"
-    assert (out_dir / "good.vbnf").is_file() and not (out_dir / "empty.vbnf").exists()
-    assert "out/good.vbnf (" in result.stdout and "resumed from 1/9 views)" in result.stdout
+    assert (out_dir / "My Scene ä.vbnf").is_file() and not (out_dir / "empty.vbnf").exists()
+    assert "out/My Scene ä.vbnf (" in result.stdout, result.stdout
+    assert "resumed from 1/8 views)" in result.stdout, result.stdout
     assert not list(out_dir.glob("*.bake"))  # removed after success; nothing kept of empty
 
 
@@ -576,7 +729,8 @@ def test_restart_discards_what_was_kept(extension: ModuleType, tmp_path: Path) -
         resume=False,  # what batch.py bake --restart asks for
     )
     job.start()
-    assert job.resume_note == "" and _view_files(work_dir) == {}
+    assert job.resume_note == "started over, dropping the kept 1/4 views: a restart was asked for"
+    assert _view_files(work_dir) == {}
     job.cancel()
     job.advance()
     job.close()

@@ -55,7 +55,7 @@ def test_status_follows_the_event_sequence_of_a_run() -> None:
          "epoch": 1, "loss": 0.1, "psnr": 20.5},
         {"event": "progress", "step": 10, "steps": 10, "fraction": 1.0, "seconds_left": 0.0,
          "epoch": 2, "loss": 0.05, "psnr": 24.0, "future_field": "ignored"},
-        {"event": "checkpoint", "path": "/x/checkpoint.pt", "step": 10},
+        {"event": "checkpoint", "path": "/x/checkpoint.pt", "step": 10, "steps_per_epoch": 5},
         {"event": "level", "level": 3, "psnr": 21.0, "ssim": 0.8},
         {"event": "level", "level": 4, "psnr": 23.5, "ssim": 0.9},
         {"event": "some_future_event"},
@@ -68,7 +68,7 @@ def test_status_follows_the_event_sequence_of_a_run() -> None:
     assert seen[1] == ("train", 0.5, 1)
     assert status.seconds_left == 0.0 and status.psnr == 24.0
     assert status.level_psnr == {3: 21.0, 4: 23.5}
-    assert status.checkpoint_step == 10  # what a later bake resumes from
+    assert (status.checkpoint_step, status.steps_per_epoch) == (10, 5)  # what a bake resumes
     assert (status.stage, status.fraction, status.asset) == ("done", 1.0, "/x/asset.vbnf")
 
 

@@ -1,14 +1,17 @@
-"""What an interrupted bake keeps, and what the next bake may reuse of it (``work_folder.py``).
+"""What an interrupted bake keeps, and what the next bake may reuse of it (``work_folder.py``),
+and where a bake puts its asset (``bake_job.asset_path_for``).
 
-The decisions are pure functions of the kept state and the new settings, so they are checked
-here case by case in milliseconds; ``test_addon_bake.py`` runs them end to end with Cycles and
-the real trainer.
+The decisions are pure functions of the kept state, the capture's verdict on the kept views and
+the new settings, so they are checked here case by case in milliseconds; ``test_addon_bake.py``
+runs them end to end with Cycles and the real trainer.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,17 +23,17 @@ if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
 from vbnf_blender import work_folder as wf  # noqa: E402
-from vbnf_blender.bake_job import BakeSettings  # noqa: E402
+from vbnf_blender.bake_job import BakeError, BakeSettings, asset_path_for  # noqa: E402
 
 SETTINGS = BakeSettings(epochs=10)
 
 
 def _state(**progress: int | None) -> wf.BakeState:
     state = wf.BakeState(
-        capture={"train_views": 100, "test_views": 10, "target": "scene", "objects": ["Cube"]},
         training=SETTINGS.checkpoint_fingerprint(),
         epochs=SETTINGS.epochs,
-        total_views=110,
+        train_views=100,
+        test_views=10,
     )
     return replace(state, **progress)
 
@@ -38,59 +41,114 @@ def _state(**progress: int | None) -> wf.BakeState:
 CHECKPOINTED = _state(views_done=110, checkpoint_step=90, steps_per_epoch=40)  # in epoch 3
 
 
-def test_summary_counts_views_and_the_epoch_the_checkpoint_is_in() -> None:
-    assert _state().summary() == "0/110 views"
-    assert _state(views_done=37).summary() == "37/110 views"
-    assert CHECKPOINTED.summary() == "110/110 views, epoch 3/10"
+def _plan(
+    wanted: wf.BakeState,
+    kept: wf.BakeState = CHECKPOINTED,
+    views_kept: int = 110,
+    views_change: str = "",
+    checkpoint_exists: bool = True,
+) -> wf.ResumePlan:
+    return wf.plan_resume(
+        kept,
+        wanted,
+        views_kept=views_kept,
+        views_change=views_change,
+        checkpoint_exists=checkpoint_exists,
+    )
+
+
+def test_summary_counts_the_views_the_panel_asks_for_and_the_checkpoints_epoch() -> None:
+    assert _state().summary() == "0/100 views"
+    assert _state(views_done=37).summary() == "37/100 views"
+    assert _state(views_done=103).summary() == "100/100 views + 3/10 held-out"
+    assert CHECKPOINTED.summary() == "100/100 views, epoch 3/10"
     at_an_epoch_end = replace(CHECKPOINTED, checkpoint_step=80)  # as the status bar counts it
-    assert at_an_epoch_end.summary() == "110/110 views, epoch 2/10"
-    assert (at_an_epoch_end.epochs_completed, CHECKPOINTED.epochs_completed) == (2, 2)
+    assert at_an_epoch_end.summary() == "100/100 views, epoch 2/10"
     assert not _state().has_work and _state(views_done=1).has_work
 
 
-def test_a_fresh_folder_or_changed_capture_starts_over() -> None:
-    assert wf.plan_resume(None, _state(), checkpoint_exists=False) == wf.ResumePlan(False, False)
-    other_capture = replace(_state(), capture={**_state().capture, "resolution_px": 64})
-    plan = wf.plan_resume(CHECKPOINTED, other_capture, checkpoint_exists=True)
-    assert plan == wf.ResumePlan(False, False, "the capture settings or the objects changed")
-    other_objects = replace(_state(), capture={**_state().capture, "objects": ["Cube", "Lamp"]})
-    assert not wf.plan_resume(CHECKPOINTED, other_objects, checkpoint_exists=True).keep_views
+def test_views_that_show_another_scene_drop_everything() -> None:
+    plan = _plan(_state(), views_kept=0, views_change="Cube's materials changed")
+    assert plan == wf.ResumePlan(
+        reason="Cube's materials changed", dropped="the kept 100/100 views, epoch 3/10"
+    )
+    assert not plan.keep_views and not plan.resume_training
+    note = plan.note(_state())
+    assert note == (
+        "started over, dropping the kept 100/100 views, epoch 3/10: Cube's materials changed"
+    )
+
+
+RESUMED = wf.ResumePlan(views_kept=110, checkpoint_step=90, steps_per_epoch=40)
 
 
 @pytest.mark.parametrize(
-    ("wanted", "checkpoint_exists", "resumes", "reason"),
+    ("kept", "wanted", "views_kept", "reason"),
     [
-        (_state(), True, True, ""),
-        (_state(epochs=40), True, True, ""),  # more epochs continue the checkpoint
-        (_state(epochs=2), True, True, ""),  # 2 epochs trained: nothing left to train
-        (_state(epochs=1), True, False, "2 epochs are trained, more than the 1 asked"),
-        (_state(), False, False, ""),  # the state says checkpoint, but the file is gone
+        (CHECKPOINTED, _state(), 110, ""),
+        (CHECKPOINTED, _state(epochs=40), 110, ""),  # more epochs continue the checkpoint
+        (replace(CHECKPOINTED, checkpoint_step=80), _state(epochs=2), 110, ""),  # all trained
+        (CHECKPOINTED, _state(epochs=3), 110, ""),  # epoch 3 is under way
+        (CHECKPOINTED, _state(epochs=2), 110, "it trained past the 2 epochs now asked for"),
+        (CHECKPOINTED, _state(), 109, "some views must be rendered again"),
         (
+            CHECKPOINTED,
             replace(_state(), training=BakeSettings(bitwidth=6).checkpoint_fingerprint()),
-            True,
-            False,
+            110,
             "the training settings changed",
         ),
         (
+            CHECKPOINTED,
             replace(_state(), training=BakeSettings(batch_rays=512).checkpoint_fingerprint()),
-            True,
-            False,
+            110,
             "the training settings changed",
+        ),
+        (
+            replace(CHECKPOINTED, steps_per_epoch=None),
+            _state(),
+            110,
+            "how far the checkpoint trained is not known",
         ),
     ],
-    ids=["same", "more-epochs", "as-many-epochs", "fewer-epochs", "no-file", "bitwidth", "batch"],
+    ids=[
+        "same",
+        "more-epochs",
+        "as-many-epochs",
+        "within-the-last-epoch",
+        "partial-epoch-beyond",
+        "a-view-missing",
+        "bitwidth",
+        "batch",
+        "unknown-progress",
+    ],
 )
 def test_training_resumes_only_a_checkpoint_it_can_continue(
-    wanted: wf.BakeState, checkpoint_exists: bool, resumes: bool, reason: str
+    kept: wf.BakeState, wanted: wf.BakeState, views_kept: int, reason: str
 ) -> None:
-    plan = wf.plan_resume(CHECKPOINTED, wanted, checkpoint_exists)
-    assert plan == wf.ResumePlan(keep_views=True, resume_training=resumes, reason=reason)
+    plan = _plan(wanted, kept, views_kept=views_kept)
+    assert plan.views_kept == views_kept and plan.reason == reason
+    assert plan.resume_training == (not reason)
+    if reason:
+        assert plan.dropped.startswith("the training so far")
+    else:
+        assert (plan.checkpoint_step, plan.steps_per_epoch) == (
+            kept.checkpoint_step,
+            kept.steps_per_epoch,
+        )
 
 
-def test_a_checkpoint_of_unknown_progress_is_not_resumed() -> None:
-    unknown = replace(CHECKPOINTED, steps_per_epoch=None)
-    plan = wf.plan_resume(unknown, _state(), checkpoint_exists=True)
-    assert plan == wf.ResumePlan(True, False, "how far the checkpoint trained is not known")
+def test_a_missing_checkpoint_file_keeps_the_views_and_drops_nothing_it_could_use() -> None:
+    assert _plan(_state(), checkpoint_exists=False) == wf.ResumePlan(views_kept=110)
+
+
+def test_the_note_says_what_was_reused_and_what_was_dropped() -> None:
+    assert RESUMED.note(CHECKPOINTED) == "resumed from 100/100 views, epoch 3/10"
+    retrain = _plan(replace(_state(), training={"bitwidth": 6}))
+    assert retrain.note(_state(views_done=110)) == (
+        "resumed from 100/100 views, dropping the training so far (epoch 3/10): "
+        "the training settings changed"
+    )
+    assert wf.ResumePlan().note(_state()) == ""
 
 
 def test_device_and_threads_do_not_bind_a_checkpoint() -> None:
@@ -103,10 +161,37 @@ def test_the_state_round_trips_and_damage_is_named(tmp_path: Path) -> None:
     wf.write_state(tmp_path, CHECKPOINTED)
     assert wf.read_state(tmp_path) == CHECKPOINTED
     path = tmp_path / wf.STATE_NAME
-    for damage in ("{not json", json.dumps({"format_version": 99}), '{"format_version": 1}'):
+    for damage in ("{not json", "[]", '{"format_version": 2}'):
         path.write_text(damage)
         with pytest.raises(wf.BakeStateError, match=r"bake\.json"):
             wf.read_state(tmp_path)
+    path.write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(wf.BakeStateVersionError, match=r"bake\.json"):
+        wf.read_state(tmp_path)
+
+
+def test_a_failed_state_write_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    assert wf.save_state(tmp_path, CHECKPOINTED) == ""
+    (tmp_path / wf.STATE_NAME).unlink()
+    (tmp_path / wf.STATE_NAME).mkdir()  # cannot be replaced by a file
+    warning = wf.save_state(tmp_path, CHECKPOINTED)
+    assert warning.startswith(f"cannot update {tmp_path / wf.STATE_NAME} (")
+    assert "may not resume" in warning
+
+
+def test_applying_a_plan_records_the_state_as_soon_as_it_clears(tmp_path: Path) -> None:
+    work_dir = tmp_path / "scene.vbnf.bake"
+    for name in (wf.DATASET_NAME, wf.RUN_NAME):
+        (work_dir / name).mkdir(parents=True)
+    wf.write_state(work_dir, CHECKPOINTED)
+    plan = _plan(replace(_state(), training={"bitwidth": 6}))
+    new_state = _state(views_done=plan.views_kept)
+    assert wf.apply_plan(work_dir, plan, new_state) == ""
+    assert sorted(p.name for p in work_dir.iterdir()) == ["bake.json", "dataset"]
+    assert wf.read_state(work_dir) == new_state  # no checkpoint step left behind
+    wf.apply_plan(work_dir, wf.ResumePlan(), _state())
+    assert sorted(p.name for p in work_dir.iterdir()) == ["bake.json"]
+    assert wf.read_state(work_dir) == _state()
 
 
 def test_clear_and_discard_remove_what_a_bake_wrote(tmp_path: Path) -> None:
@@ -125,17 +210,78 @@ def test_clear_and_discard_remove_what_a_bake_wrote(tmp_path: Path) -> None:
     wf.discard(work_dir)  # nothing to discard is not an error
 
 
+def _ended_process_id() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_lock_keeps_a_second_bake_out_until_released(tmp_path: Path) -> None:
+    work_dir = tmp_path / "scene.vbnf.bake"
+    assert wf.lock_holder(work_dir) is None
+    wf.acquire_lock(work_dir)  # makes the folder
+    assert wf.lock_holder(work_dir) == wf.LockHolder(os.getpid(), socket.gethostname())
+    expected = rf"another bake of this asset is running \(process {os.getpid()}\)"
+    with pytest.raises(wf.WorkFolderBusy, match=expected):
+        wf.acquire_lock(work_dir)
+    with pytest.raises(wf.WorkFolderBusy, match=expected):
+        wf.discard(work_dir)
+    assert work_dir.is_dir()
+    wf.release_lock(work_dir)
+    assert wf.lock_holder(work_dir) is None and not (work_dir / wf.LOCK_NAME).exists()
+    wf.discard(work_dir)
+    assert not work_dir.exists()
+
+
+def test_a_lock_whose_process_ended_is_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / wf.LOCK_NAME
+    lock.write_text(json.dumps({"pid": _ended_process_id(), "host": socket.gethostname()}))
+    assert wf.lock_holder(tmp_path) is None
+    wf.acquire_lock(tmp_path)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))  # cannot be checked
+    assert str(wf.lock_holder(tmp_path)) == "process 1 on elsewhere.example"
+    wf.release_lock(tmp_path)  # not ours: left alone
+    assert lock.exists()
+
+
 def test_the_panel_line_is_reparsed_only_when_the_state_is_replaced(tmp_path: Path) -> None:
     assert wf.resume_line(tmp_path) is None
     wf.write_state(tmp_path, _state(views_done=37))
-    assert wf.resume_line(tmp_path) == "Resumable: 37/110 views"
+    assert wf.resume_line(tmp_path) == "Resumable: 37/100 views"
     path = tmp_path / wf.STATE_NAME
     stat = path.stat()
     path.write_text("{not json")  # in place: same inode; and the same time stamp:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert wf.resume_line(tmp_path) == "Resumable: 37/110 views"  # from the cache
+    assert wf.resume_line(tmp_path) == "Resumable: 37/100 views"  # from the cache
     wf.write_state(tmp_path, CHECKPOINTED)  # atomic: a new file
-    assert wf.resume_line(tmp_path) == "Resumable: 110/110 views, epoch 3/10"
+    assert wf.resume_line(tmp_path) == "Resumable: 100/100 views, epoch 3/10"
     path.write_text("{not json")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
-    assert wf.resume_line(tmp_path) == "Kept bake cannot resume (unreadable state)"
+    assert wf.resume_line(tmp_path) == "Kept bake is damaged; Bake will start over"
+    path.write_text(json.dumps({"format_version": 1}))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2))
+    assert wf.resume_line(tmp_path) == "Kept bake is from another version; Bake will start over"
+    assert wf.kept_description(tmp_path) == "the kept bake"
+    wf.write_state(tmp_path, CHECKPOINTED)
+    assert wf.kept_description(tmp_path) == "the kept 100/100 views, epoch 3/10"
+
+
+def test_asset_names_keep_unicode_and_lose_only_what_file_systems_forbid() -> None:
+    umlaut_a = asset_path_for("/work/My Scene ä.blend", "", "Scene")
+    umlaut_o = asset_path_for("/work/My Scene ö.blend", "", "Scene")
+    assert (umlaut_a, umlaut_o) == (Path("/work/My Scene ä.vbnf"), Path("/work/My Scene ö.vbnf"))
+    assert wf.work_dir_for(umlaut_a) != wf.work_dir_for(umlaut_o)
+    forbidden = asset_path_for("", "/out", 'a<b>c:d"e/f\\g|h?i*j\x01k. .')
+    assert forbidden == Path("/out/a_b_c_d_e_f_g_h_i_j_k.vbnf")
+    decomposed = asset_path_for("/work/Sce\u0301ne.blend", "", "")  # as macOS stores names
+    assert decomposed == Path("/work/Sc\u00e9ne.vbnf")
+
+
+def test_an_unsaved_file_needs_an_absolute_output_folder() -> None:
+    with pytest.raises(BakeError, match=r"save the \.blend file first, or choose an output"):
+        asset_path_for("", "", "Scene")
+    relative = r"save the \.blend file first: the output folder //out/ is relative to it"
+    with pytest.raises(BakeError, match=relative):
+        asset_path_for("", "//out/", "Scene")
+    assert asset_path_for("", "/out", "Scene") == Path("/out/Scene.vbnf")

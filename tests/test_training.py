@@ -121,6 +121,8 @@ def test_sigterm_writes_a_resumable_checkpoint_and_events(
     assert "resume with --resume" in stderr
     assert {"stage", "progress", "checkpoint", "cancelled"} <= {event["event"] for event in events}
     assert "error" not in {event["event"] for event in events}
+    checkpoint = next(event for event in events if event["event"] == "checkpoint")
+    assert checkpoint["steps_per_epoch"] >= 1 and checkpoint["step"] >= 1
     progress = next(event for event in events if event["event"] == "progress")
     assert {"step", "steps", "epoch", "loss", "psnr", "seconds_left", "fraction"} <= progress.keys()
     state = load_checkpoint(out_dir).state

@@ -13,25 +13,31 @@ capture.
 The dataset and the training run live in a work folder beside the asset (``work_folder.py``).
 A cancelled or failed bake keeps it, and the next bake of the same asset resumes: views already
 rendered are not rendered again, and training continues from its checkpoint (``--resume``) when
-the settings allow. A finished bake removes it, unless the caller named the folder (the demo
-and tests read the dataset afterwards; only the state file is removed then, so that the next
-bake there starts afresh).
+the settings allow. What a bake keeps is decided by ``plan()`` without changing anything, and
+applied by ``start()``: the Bake button shows the plan and asks before it drops kept work;
+headless callers start at once and read what was dropped in ``resume_note``. A finished bake
+removes the folder, unless the caller named it (the demo and tests read the dataset afterwards;
+only the state file is removed then, so that the next bake there starts afresh). A bake holds
+the folder's lock from ``start()`` to ``close()``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import re
+import sys
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bpy
 
 from . import volume
-from .capture import CaptureJob, CaptureSettings
+from .capture import CaptureJob, CaptureSettings, kept_views
 from .engine import VbnfError, atomic_write_bytes
 from .training_process import (
     EXIT_CANCELLED,
@@ -47,12 +53,17 @@ from .work_folder import (
     BakeState,
     BakeStateError,
     ResumePlan,
-    clear,
+    acquire_lock,
+    apply_plan,
+    check_free,
     discard,
     plan_resume,
     read_state,
+    release_lock,
+    save_state,
+    start_over,
+    views_line,
     work_dir_for,
-    write_state,
 )
 
 ASSET_SUFFIX = ".vbnf"
@@ -62,6 +73,8 @@ INTERPRETER_WAIT_S = 0.1
 CAPTURE_SHARE, TRAIN_SHARE = 0.3, 0.65
 # The Bake button's capture: half the capture's default resolution, a quarter of the pixels.
 DEFAULT_CAPTURE = CaptureSettings(resolution_px=128)
+# Characters no file name may hold on Windows, macOS or Linux (and control characters).
+INVALID_FILE_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 
 
 class BakeError(VbnfError):
@@ -156,16 +169,32 @@ def bake_settings(options: Any, **engine_options: Any) -> BakeSettings:
     )
 
 
-def asset_path_for(blend_path: str, output_dir: str, fallback_name: str) -> Path:
-    """``<output_dir or the .blend's folder>/<.blend name>.vbnf``.
+def file_name_for(name: str) -> str:
+    """``name`` as a file name valid on Windows, macOS and Linux: characters they forbid become
+    ``_`` and trailing dots and spaces go, while letters of any script stay, so that
+    "My Scene ä" and "My Scene ö" keep apart (``bpy.path.clean_name`` makes both
+    ``My_Scene__``). NFC, so that a name read back from macOS (which stores NFD) is the same."""
+    cleaned = INVALID_FILE_NAME_CHARS.sub("_", unicodedata.normalize("NFC", name)).rstrip(". ")
+    return cleaned or "untitled"
 
-    ``output_dir`` may be Blender-relative (``//``); without a saved .blend it must be given.
+
+def asset_path_for(blend_path: str, output_dir: str, fallback_name: str) -> Path:
+    """``<output_dir or the .blend's folder>/<.blend name>.vbnf``: the one rule for the Bake
+    button and ``batch.py bake``, which therefore find each other's work folders.
+
+    ``output_dir`` may be Blender-relative (``//``) only once the .blend is saved; without a
+    saved .blend it must be given, and the asset is named after ``fallback_name``.
     """
-    if not output_dir and not blend_path:
-        raise BakeError("save the .blend file first, or choose an output folder")
+    if not blend_path:
+        if not output_dir:
+            raise BakeError("save the .blend file first, or choose an output folder")
+        if output_dir.startswith("//"):
+            raise BakeError(
+                f"save the .blend file first: the output folder {output_dir} is relative to it"
+            )
     name = Path(blend_path).stem if blend_path else fallback_name
     folder = Path(bpy.path.abspath(output_dir)) if output_dir else Path(blend_path).parent
-    return folder / f"{bpy.path.clean_name(name)}{ASSET_SUFFIX}"
+    return folder / f"{file_name_for(name)}{ASSET_SUFFIX}"
 
 
 @dataclass
@@ -207,7 +236,7 @@ class BakeJob:
         self.work_dir = (work_dir_for(self.asset_path) if work_dir is None else work_dir).absolute()
         self.imported: bpy.types.Object | None = None
         self.error: str | None = None
-        # What became of an earlier bake's work ("resumed from 37/110 views"), for reports.
+        # What became of an earlier bake's work ("resumed from 37/100 views"), for reports.
         self.resume_note = ""
         # Set by close() when the work folder is kept for the next bake: what it holds.
         self.kept: str | None = None
@@ -222,7 +251,9 @@ class BakeJob:
         self._interpreter: concurrent.futures.Future[str] | None = None
         self._training: TrainingProcess | None = None
         self._state: BakeState | None = None
-        self._resume_training = False
+        self._resume_training = False  # continue the kept checkpoint (``--resume``)
+        self._locked = False  # holds the work folder's lock: the folder is this bake's
+        self._state_warning = ""  # the last failed write of the state, reported once
         self._cancel_requested = False
 
     @property
@@ -241,82 +272,89 @@ class BakeJob:
     def run_dir(self) -> Path:
         return self.work_dir / RUN_NAME
 
-    def start(self) -> None:
-        """Keep what a compatible earlier bake left in the work folder, set the scene up for
-        the capture, and start checking the interpreter."""
+    def plan(self) -> ResumePlan:
+        """What this bake would keep of the work folder, and what it would drop and why,
+        decided without changing the folder or the scene. Raises :class:`WorkFolderBusy`
+        while another bake holds the folder, :class:`VbnfError` when the scene cannot be
+        captured."""
+        check_free(self.work_dir)
+        try:
+            kept = read_state(self.work_dir)
+        except BakeStateError:
+            return start_over("the kept bake", "it is from another version")
+        if kept is None or not kept.has_work:
+            return ResumePlan()
+        if not self._resume:
+            return start_over(f"the kept {kept.summary()}", "a restart was asked for")
+        views = kept_views(
+            self.scene, self.dataset_dir, self.settings.capture, self._capture_objects()
+        )
+        return plan_resume(
+            kept,
+            self._new_state(ResumePlan()),  # this bake's settings, nothing done yet
+            views_kept=views.count,
+            views_change=views.change,
+            checkpoint_exists=(self.run_dir / CHECKPOINT_NAME).is_file(),
+        )
+
+    def start(self, plan: ResumePlan | None = None) -> None:
+        """Take the work folder, apply ``plan`` to it (by default :meth:`plan`'s), set the scene
+        up for the capture, and start checking the interpreter."""
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._interpreter = executor.submit(find_interpreter, self._python_preference)
         executor.shutdown(wait=False)
         try:
-            objects = self._objects if self._objects is not None else _scene_objects(self.scene)
-            plan = self._plan_resume(objects)
+            plan = self.plan() if plan is None else plan
+            acquire_lock(self.work_dir)
+            self._locked = True
+            self._state = self._new_state(plan)
+            self._resume_training = plan.resume_training
+            self._warn(apply_plan(self.work_dir, plan, self._state))
+            self.resume_note = plan.note(self._state)
             self._capture = self._stack.enter_context(
                 CaptureJob(
-                    self.scene, self.dataset_dir, self.settings.capture, objects, resume=True
+                    self.scene,
+                    self.dataset_dir,
+                    self.settings.capture,
+                    self._capture_objects(),
+                    resume=plan.keep_views,
                 )
             )
-            self._record_resume(plan, self._capture.views_kept)
         except (VbnfError, OSError) as error:
             self._fail(str(error))
-
-    def _plan_resume(self, objects: Sequence[bpy.types.Object] | None) -> ResumePlan:
-        """Compare the folder's state with this bake's settings and drop what cannot be reused
-        (everything, or only the training run)."""
-        captured = objects if objects is not None else self.scene.objects
-        capture = self.settings.capture
-        wanted = BakeState(
-            capture={
-                **asdict(capture),
-                "target": "scene" if self._objects is None else "selection",
-                "objects": sorted(obj.name for obj in captured),
-            },
-            training=self.settings.checkpoint_fingerprint(),
-            epochs=self.settings.epochs,
-            total_views=capture.train_views + capture.test_views,
-        )
-        try:
-            kept = read_state(self.work_dir) if self._resume else None
-            checkpoint_exists = (self.run_dir / CHECKPOINT_NAME).is_file()
-            plan = plan_resume(kept, wanted, checkpoint_exists)
-        except BakeStateError as error:
-            kept, plan = None, ResumePlan(False, False, str(error))
-        if not plan.resume_training:
-            clear(self.work_dir, keep_views=plan.keep_views)
-        if kept is not None and plan.keep_views:
-            wanted.views_done = kept.views_done
-        if kept is not None and plan.resume_training:
-            wanted.checkpoint_step, wanted.steps_per_epoch = (
-                kept.checkpoint_step,
-                kept.steps_per_epoch,
-            )
-        self._state, self._resume_training = wanted, plan.resume_training
-        return plan
-
-    def _record_resume(self, plan: ResumePlan, views_kept: int) -> None:
-        """Once the capture has checked the kept views: drop a checkpoint that learnt views
-        which must be rendered again, save the state, and say what this bake resumes."""
-        state = self._state
-        assert state is not None
-        reason = plan.reason
-        if self._resume_training and views_kept < state.total_views:
-            clear(self.work_dir, keep_views=True)
-            self._resume_training = False
-            state.checkpoint_step = state.steps_per_epoch = None
-            reason = "the kept views no longer match the scene"
-        elif views_kept == 0 and state.views_done > 0:
-            reason = "the kept views no longer match the scene"
-        state.views_done = views_kept
-        write_state(self.work_dir, state)
-        if state.has_work:
-            restart = f"; training starts over: {reason}" if reason else ""
-            self.resume_note = f"resumed from {state.summary()}{restart}"
-        elif reason:
-            self.resume_note = f"started over: {reason}"
+            return
         self.progress = BakeProgress(
             "capture",
-            CAPTURE_SHARE * views_kept / state.total_views,
+            CAPTURE_SHARE * self._state.views_done / self._capture.total_views,
             self.resume_note or "preparing the capture",
         )
+
+    def _capture_objects(self) -> list[bpy.types.Object] | None:
+        """What the capture frames: the caller's objects, or the scene less imported fields."""
+        return self._objects if self._objects is not None else _scene_objects(self.scene)
+
+    def _new_state(self, plan: ResumePlan) -> BakeState:
+        """This bake's state, starting from what ``plan`` keeps."""
+        capture = self.settings.capture
+        return BakeState(
+            training=self.settings.checkpoint_fingerprint(),
+            epochs=self.settings.epochs,
+            train_views=capture.train_views,
+            test_views=capture.test_views,
+            views_done=plan.views_kept,
+            checkpoint_step=plan.checkpoint_step,
+            steps_per_epoch=plan.steps_per_epoch,
+        )
+
+    def _save_state(self) -> None:
+        assert self._state is not None
+        self._warn(save_state(self.work_dir, self._state))
+
+    def _warn(self, warning: str) -> None:
+        """Report a failed write of the state once, not after every view."""
+        if warning and warning != self._state_warning:
+            print(f"VBNF warning: {warning}", file=sys.stderr)
+        self._state_warning = warning
 
     def cancel(self) -> None:
         """Stop at the next ``advance()``: between views, or by signalling the trainer."""
@@ -345,12 +383,12 @@ class BakeJob:
         if self._capture is not None:
             if not self._capture.finished:  # a resumed capture may have nothing left to render
                 report = self._capture.step()
-                self._state.views_done = report.views_done
-                write_state(self.work_dir, self._state)
+                state = self._state
+                state.views_done = report.views_done
+                self._save_state()
+                views = views_line(state.views_done, state.train_views, state.test_views)
                 self.progress = BakeProgress(
-                    "capture",
-                    CAPTURE_SHARE * report.fraction,
-                    f"capturing view {report.views_done}/{report.total_views}",
+                    "capture", CAPTURE_SHARE * report.fraction, f"capturing: {views}"
                 )
             if self._capture.finished:
                 self._stack.close()  # restores the scene
@@ -379,7 +417,7 @@ class BakeJob:
             training.stop()
         training.poll()
         status = training.status
-        self._record_checkpoint(status.checkpoint_step, status.steps)
+        self._record_checkpoint(status.checkpoint_step, status.steps_per_epoch)
         self.progress = BakeProgress(
             "train",
             CAPTURE_SHARE + TRAIN_SHARE * status.fraction,
@@ -393,7 +431,7 @@ class BakeJob:
             return
         code = training.returncode
         if self._cancel_requested:  # also when Ctrl-C reached the child before our signal
-            self._finish("cancelled", "training stopped")
+            self._finish("cancelled", "cancelled during training")
         elif code == 0 and status.asset is not None:
             atomic_write_bytes(self.asset_path, Path(status.asset).read_bytes())
             self.progress.stage = "import" if self._import_into is not None else "done"
@@ -401,19 +439,19 @@ class BakeJob:
             if self._import_into is None:
                 self.progress.fraction = 1.0
         elif code == EXIT_CANCELLED:
-            self._finish("cancelled", "training was interrupted")
+            self._finish("cancelled", "interrupted during training")
         else:
             self._fail(training.failure_message())
 
-    def _record_checkpoint(self, step: int | None, total_steps: int) -> None:
+    def _record_checkpoint(self, step: int | None, steps_per_epoch: int | None) -> None:
         """Note a checkpoint the trainer reported in the state, for the next bake to resume."""
         state = self._state
         assert state is not None
         if step is None or step == state.checkpoint_step:
             return
         state.checkpoint_step = step
-        state.steps_per_epoch = total_steps // self.settings.epochs or None
-        write_state(self.work_dir, state)
+        state.steps_per_epoch = steps_per_epoch
+        self._save_state()
 
     def _import(self) -> None:
         assert self._import_into is not None
@@ -445,14 +483,20 @@ class BakeJob:
     def close(self) -> None:
         """Release everything, whatever state the bake is in; then keep the work folder for
         the next bake if the bake did not finish and the folder holds views or a checkpoint
-        (``kept`` says what), else remove it: the asset is the product. A folder the caller
-        named keeps its dataset and run (the demo reads them) and loses only its state."""
+        (``kept`` says what, as the state written now says), else remove it: the asset is the
+        product. A folder the caller named keeps its dataset and run (the demo reads them) and
+        loses only its state. A bake that never took the folder's lock leaves it alone."""
         self._release()
-        state = self._state
-        if state is None:  # never started: an earlier bake's folder is not this one's to drop
+        if not self._locked:
             return
-        if self.stage != "done" and state.has_work:
-            self.kept = state.summary()
+        state = self._state
+        keep = self.stage != "done" and state is not None and state.has_work
+        if keep:
+            self._save_state()
+            self.kept = None if state is None else state.summary()
+        release_lock(self.work_dir)
+        self._locked = False
+        if keep:
             return
         # A leftover folder costs disk space, not correctness: its state goes first.
         with contextlib.suppress(VbnfError, OSError):

@@ -9,15 +9,16 @@ Under a Blender binary (the scene is already loaded, so SCENE.blend is optional)
     blender -b SCENE.blend --python addon/vbnf_blender/batch.py -- capture -o DATASET_DIR ...
 
 ``bake`` runs the whole pipeline of the Bake button (capture, training in a subprocess, asset)
-for one or more .blend files, writing ``OUT_DIR/<file name>.vbnf`` for each::
+for one or more .blend files, writing ``OUT_DIR/<file name>.vbnf`` for each (named as the button
+names it)::
 
     python addon/vbnf_blender/batch.py bake A.blend B.blend -o OUT_DIR [--epochs E] ...
     blender -b A.blend --python addon/vbnf_blender/batch.py -- bake -o OUT_DIR --python PY
 
 A file that fails is reported and the others still bake; the exit code is 1 if any failed.
 What a cancelled (Ctrl-C) or failed bake rendered and trained is kept in
-``OUT_DIR/<file name>.vbnf.bake`` and the next ``bake`` of that file resumes it; ``--restart``
-throws it away first.
+``OUT_DIR/<file name>.vbnf.bake`` and the next ``bake`` of that file resumes it, dropping (and
+saying so) what the scene or settings no longer allow; ``--restart`` throws it away first.
 
 Each command is one argparse sub-parser whose ``run`` default is the function that carries it
 out, so a new command (``bake``) is one more ``_add_*_command`` call and one function. User
@@ -42,7 +43,13 @@ if str(ADDON_DIR) not in sys.path:
 
 import bpy  # noqa: E402
 
-from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings, bake_settings  # noqa: E402
+from vbnf_blender.bake_job import (  # noqa: E402
+    BakeJob,
+    BakeProgress,
+    BakeSettings,
+    asset_path_for,
+    bake_settings,
+)
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
 
@@ -197,7 +204,8 @@ def run_bake(args: argparse.Namespace) -> None:
 def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namespace) -> BakeJob:
     """Bake one file to ``OUT_DIR/<file name>.vbnf``, to the end however it ends."""
     scene = _load_scene(blend)
-    asset_path = args.output / f"{Path(bpy.data.filepath).stem}.vbnf"
+    # The Bake button's naming, so that either finds the work the other kept.
+    asset_path = asset_path_for(bpy.data.filepath, str(args.output), scene.name)
     job = BakeJob(scene, settings, asset_path, python=args.python, resume=not args.restart)
     with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
         job.drive(on_progress=show_progress.bake)
@@ -205,14 +213,18 @@ def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namesp
 
 
 def _unfinished(job: BakeJob) -> str:
-    """Why a bake did not finish, and what it kept for the next run."""
-    cause = job.error if job.stage == "failed" else f"cancelled ({job.progress.message})"
-    if not job.kept:
-        return str(cause)
-    return (
-        f"{cause}; kept {job.kept} in {job.work_dir}: run again to resume, "
-        "or with --restart to start over"
-    )
+    """Why a bake did not finish, what it made of an earlier bake's work, and what it kept for
+    the next run."""
+    failed = job.stage == "failed"
+    parts = [(job.error or "the bake failed") if failed else job.progress.message]
+    if job.resume_note:
+        parts.append(job.resume_note)
+    if job.kept:
+        parts.append(
+            f"kept {job.kept} in {job.work_dir}: run again to resume, "
+            "or with --restart to start over"
+        )
+    return "; ".join(parts)
 
 
 def _load_scene(blend_path: Path | None) -> bpy.types.Scene:

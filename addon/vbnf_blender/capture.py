@@ -16,9 +16,13 @@ and cancel between views; ``capture_dataset`` drives it to the end for headless 
 
 Views are planned deterministically from the settings and the targets' bounds, and each view's
 files are renamed into place whole, so an interrupted capture can be resumed view by view
-(``resume=True``): the folder records a digest of the plan it was rendered from, and a view is
-kept only when that digest matches the new plan and both of its files are there. A plan that
-differs (other settings, targets, or moved geometry) renders every view again.
+(``resume=True``): the folder records what its views depend on, and a view is kept only when that
+record matches the new plan and both of its files are there. The record holds a digest of each
+part: the capture settings, the camera poses, the frame, the world, the Blender version and, for
+every captured object and light, its placement, data, materials and light settings. A plan that
+differs in any part renders every view again, and ``kept_views`` names the parts that changed
+("Cube's materials changed"). Edits inside a datablock (a material's node values, a mesh's
+vertices that leave its bounds alone) are not seen: that would mean hashing the whole scene.
 """
 
 from __future__ import annotations
@@ -46,10 +50,28 @@ GEOMETRY_TYPES = frozenset(
 LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
 SPLIT_NAMES = ("train", "test")
 TEMPORARY_NAME = "VBNF Capture"
-# Digest of the view plan the folder's images were rendered from (see the module docstring).
-PLAN_DIGEST_NAME = ".vbnf_capture_plan"
-# Poses are compared after rounding, so that a resumed session's float noise cannot reject them.
+# What the folder's images depend on, part by part (see the module docstring).
+PLAN_RECORD_NAME = ".vbnf_capture_plan"
+# Poses and placements are compared after rounding, so that float noise cannot reject them.
 POSE_DECIMALS = 6
+# Hex digits kept of each part's SHA-256: enough to tell versions of one scene apart.
+DIGEST_CHARS = 16
+# How each part of the record is named when it changed.
+SCENE_PARTS = {
+    "settings": "the capture settings",
+    "poses": "the camera positions",
+    "frame": "the frame",
+    "world": "the world",
+    "blender": "the Blender version",
+}
+OBJECT_PARTS = {
+    "placement": "placement",
+    "data": "data",
+    "materials": "materials",
+    "light": "light settings",
+}
+# Changed parts named in a reason before the rest are only counted.
+CHANGES_NAMED = 3
 
 
 class CaptureError(VbnfError):
@@ -107,9 +129,28 @@ class CaptureProgress:
 
 
 @dataclass(frozen=True)
+class KeptViews:
+    """What a dataset folder holds of a capture plan: ``count`` complete views of it, or, when
+    its views were rendered from another plan, ``change`` says what differs."""
+
+    count: int
+    change: str = ""
+
+
+@dataclass(frozen=True)
 class _View:
     split: str
     frame: dataset.FrameRecord
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The views of one capture and the record of what they depend on."""
+
+    view_plan: cameras.ViewPlan
+    targets: list[bpy.types.Object]
+    views: list[_View]
+    record: dict[str, Any]
 
 
 class _SettingsPatch:
@@ -188,24 +229,13 @@ class CaptureJob:
         return bool(self._views) and not self._pending
 
     def __enter__(self) -> CaptureJob:
-        # Objects linked since the last update are not yet in the view layer or its depsgraph.
-        self._view_layer.update()
-        targets = _target_objects(self.scene, self._view_layer, self._selection)
-        sphere = _bounding_sphere(self._view_layer, targets)
-        plan = cameras.plan_views(
-            sphere,
-            train_views=self.settings.train_views,
-            test_views=self.settings.test_views,
-            hemisphere=self.settings.hemisphere,
-            fov_deg=self.settings.fov_deg,
-        )
+        plan = _plan(self.scene, self._view_layer, self.settings, self._selection)
         self._staging = _prepare_output(self.out_dir)
         try:
-            self._views = _plan_frames(plan)
-            digest = _plan_digest(self.settings, self._views, targets, self._selection is not None)
-            self._pending = _views_to_render(self.out_dir, self._views, digest, self._resume)
+            self._views = plan.views
+            self._pending = _views_to_render(self.out_dir, plan, self._resume)
             self.views_kept = len(self._views) - len(self._pending)
-            self._set_up_scene(plan, targets)
+            self._set_up_scene(plan.view_plan, plan.targets)
             if self.finished:
                 self._write_transforms()
         except BaseException:
@@ -295,6 +325,29 @@ class CaptureJob:
             )
 
 
+def kept_views(
+    scene: bpy.types.Scene,
+    out_dir: str | Path,
+    settings: CaptureSettings | None = None,
+    objects: Iterable[bpy.types.Object] | None = None,
+) -> KeptViews:
+    """What a capture with ``resume=True`` would keep of ``out_dir``, decided without changing
+    the folder or the scene, so that a caller can ask before views are rendered again."""
+    selection = None if objects is None else list(objects)
+    plan = _plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
+    out_dir = Path(out_dir).expanduser().resolve()
+    record_path = out_dir / PLAN_RECORD_NAME
+    if not record_path.is_file():
+        return KeptViews(0)
+    stored = _read_record(record_path)
+    if stored is None:
+        return KeptViews(0, "the kept views are from another version")
+    change = _record_change(stored, plan.record)
+    if change:
+        return KeptViews(0, change)
+    return KeptViews(sum(_view_complete(out_dir, view.frame) for view in plan.views))
+
+
 def capture_dataset(
     scene: bpy.types.Scene,
     out_dir: str | Path,
@@ -315,6 +368,30 @@ def capture_dataset(
             if progress is not None:
                 progress(report)
     return job.out_dir
+
+
+def _plan(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    settings: CaptureSettings,
+    selection: list[bpy.types.Object] | None,
+) -> _Plan:
+    """Frame the targets and place the cameras; reads the scene, changes nothing in it."""
+    # Objects linked since the last update are not yet in the view layer or its depsgraph.
+    view_layer.update()
+    targets = _target_objects(scene, view_layer, selection)
+    sphere = _bounding_sphere(view_layer, targets)
+    view_plan = cameras.plan_views(
+        sphere,
+        train_views=settings.train_views,
+        test_views=settings.test_views,
+        hemisphere=settings.hemisphere,
+        fov_deg=settings.fov_deg,
+    )
+    views = _plan_frames(view_plan)
+    lights = [o for o in view_layer.objects if o.type in LIGHTING_TYPES and _renders(o, view_layer)]
+    record = _plan_record(scene, settings, views, [*targets, *lights])
+    return _Plan(view_plan, targets, views, record)
 
 
 def _render_view_layer(scene: bpy.types.Scene) -> bpy.types.ViewLayer:
@@ -541,17 +618,90 @@ def _plan_frames(plan: cameras.ViewPlan) -> list[_View]:
     return views
 
 
-def _plan_digest(
-    settings: CaptureSettings, views: list[_View], targets: list[bpy.types.Object], selection: bool
-) -> str:
-    """What the images depend on besides the scene's content: settings, poses, what renders."""
-    record = {
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def _plan_record(
+    scene: bpy.types.Scene,
+    settings: CaptureSettings,
+    views: list[_View],
+    objects: list[bpy.types.Object],
+) -> dict[str, Any]:
+    """What the views' pixels depend on, cheaply: each part digested on its own, so that a
+    resumed capture can say which part changed. ``objects`` are the targets and the lights."""
+    world = scene.world
+    parts = {
         "settings": asdict(settings),
-        "targets": sorted(target.name for target in targets),
-        "selection": selection,
         "poses": [np.round(v.frame.camera_to_world, POSE_DECIMALS).tolist() for v in views],
+        "frame": scene.frame_current,
+        "world": None if world is None else world.name,
+        "blender": list(bpy.app.version),
     }
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    record: dict[str, Any] = {key: _digest(value) for key, value in parts.items()}
+    record["objects"] = {
+        obj.name: {key: _digest(value) for key, value in _object_parts(obj).items()}
+        for obj in objects
+    }
+    return record
+
+
+def _object_parts(obj: bpy.types.Object) -> dict[str, Any]:
+    """An object's share of the record: where it is, which datablocks it shows, and for a
+    light what it emits."""
+    data: Any = obj.data
+    instanced = obj.instance_collection if obj.instance_type == "COLLECTION" else None
+    names = [None if datablock is None else datablock.name for datablock in (data, instanced)]
+    light = None
+    if obj.type == "LIGHT":
+        light = {
+            "type": data.type,
+            "energy": round(float(data.energy), POSE_DECIMALS),
+            "color": [round(float(c), POSE_DECIMALS) for c in data.color],
+        }
+    return {
+        "placement": np.round(np.array(obj.matrix_world), POSE_DECIMALS).tolist(),
+        "data": names,
+        "materials": [None if s.material is None else s.material.name for s in obj.material_slots],
+        "light": light,
+    }
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The record a folder's views were rendered with (None: unreadable or of another
+    version, such as the single digest earlier versions wrote)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("objects"), dict):
+        return None
+    if not all(isinstance(parts, dict) for parts in record["objects"].values()):
+        return None
+    return record
+
+
+def _record_change(stored: dict[str, Any], record: dict[str, Any]) -> str:
+    """``Cube's materials, Sun's placement changed``: what differs between two records ("" when
+    nothing does)."""
+    changes = [words for key, words in SCENE_PARTS.items() if stored.get(key) != record[key]]
+    stored_objects, objects = stored["objects"], record["objects"]
+    if stored_objects.keys() != objects.keys():
+        changes.append("the captured objects and lights")
+    for name in sorted(stored_objects.keys() & objects.keys()):
+        parts = [
+            words
+            for key, words in OBJECT_PARTS.items()
+            if stored_objects[name].get(key) != objects[name][key]
+        ]
+        if parts:
+            changes.append(f"{name}'s {' and '.join(parts)}")
+    if not changes:
+        return ""
+    named = changes[:CHANGES_NAMED]
+    if len(changes) > CHANGES_NAMED:
+        named.append(f"{len(changes) - CHANGES_NAMED} more")
+    return ", ".join(named) + " changed"
 
 
 def _view_files(out_dir: Path, frame: dataset.FrameRecord) -> tuple[Path, Path]:
@@ -563,21 +713,21 @@ def _view_complete(out_dir: Path, frame: dataset.FrameRecord) -> bool:
     return all(path.is_file() and path.stat().st_size > 0 for path in _view_files(out_dir, frame))
 
 
-def _views_to_render(out_dir: Path, views: list[_View], digest: str, resume: bool) -> list[_View]:
+def _views_to_render(out_dir: Path, plan: _Plan, resume: bool) -> list[_View]:
     """The views still to render. Resuming the same plan keeps every complete view; otherwise
     this plan's file names are cleared first, so that images of another plan can never pass
     for views of this one in a later resume."""
-    digest_path = out_dir / PLAN_DIGEST_NAME
+    record_path = out_dir / PLAN_RECORD_NAME
     try:
-        if resume and digest_path.is_file() and digest_path.read_text().strip() == digest:
-            return [view for view in views if not _view_complete(out_dir, view.frame)]
-        for view in views:
+        if resume and _read_record(record_path) == plan.record:
+            return [view for view in plan.views if not _view_complete(out_dir, view.frame)]
+        for view in plan.views:
             for path in _view_files(out_dir, view.frame):
                 path.unlink(missing_ok=True)
-        atomic_write_bytes(digest_path, digest.encode())
+        atomic_write_bytes(record_path, json.dumps(plan.record, sort_keys=True).encode())
     except OSError as error:
         raise CaptureError(f"cannot prepare the views ({error.strerror})", out_dir) from error
-    return list(views)
+    return list(plan.views)
 
 
 def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:

@@ -7,6 +7,9 @@ capture renders view by view and the subprocess trains. Progress goes to the cur
 bar, the status bar and the panel (through ``WindowManager.vbnf_bake_status``). Esc or the
 panel's Cancel button stop the bake between views or by signalling the trainer; what was done is
 kept beside the asset, and the next Bake of the same asset resumes it (``work_folder.py``).
+When the next Bake cannot reuse kept work (the scene or the settings changed), it says what it
+would drop and why, and bakes only once the user confirms ("Bake Anew"); Blender then calls
+``execute``, which goes on with the job ``invoke`` planned.
 
 Called from Python (``bpy.ops.vbnf.bake()``), including under ``blender -b`` where timers never
 fire, ``execute`` runs the same job to the end in the call.
@@ -28,7 +31,7 @@ from .bake_job import (
 )
 from .engine import VbnfError
 from .preferences import python_preference
-from .work_folder import discard, work_dir_for
+from .work_folder import ResumePlan, discard, kept_description, lock_holder, work_dir_for
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems, WmReportItems
@@ -107,11 +110,32 @@ def outcome_report(job: BakeJob) -> tuple[set[WmReportItems], str]:
     if job.stage == "failed":
         return {"ERROR"}, f"Bake failed: {job.error}{kept}"
     if job.stage == "cancelled":
-        return {"WARNING"}, f"Bake cancelled: {job.progress.message}{kept}"
+        return {"WARNING"}, f"Bake {job.progress.message}{kept}"
     scores = job.progress.level_psnr
     finest = f", PSNR {scores[max(scores)]:.1f} dB at level {max(scores)}" if scores else ""
     size = job.asset_path.stat().st_size
     return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest}{resumed})"
+
+
+def start_over_question(plan: ResumePlan) -> dict[str, str]:
+    """The confirmation the Bake button asks before it drops kept work, as
+    ``WindowManager.invoke_confirm`` keywords."""
+    return {
+        "title": "Kept Bake Cannot Resume",
+        "message": f"Baking now drops {plan.dropped}: {plan.reason}.",
+        "confirm_text": "Bake Anew",
+        "icon": "WARNING",
+    }
+
+
+def discard_question(work_dir: Path) -> dict[str, str]:
+    """The Discard button's confirmation, as ``WindowManager.invoke_confirm`` keywords."""
+    return {
+        "title": "Discard Kept Bake",
+        "message": f"Delete {kept_description(work_dir)}? The next Bake starts over.",
+        "confirm_text": "Discard",
+        "icon": "WARNING",
+    }
 
 
 def _status(context: bpy.types.Context) -> Any:
@@ -128,6 +152,7 @@ separate process and import it as a volume"""
     bl_options = {"REGISTER"}  # noqa: RUF012  # Blender reads a set
 
     _job: BakeJob | None = None
+    _plan: ResumePlan | None = None  # what invoke decided the job keeps
     _timer: bpy.types.Timer | None = None
 
     @classmethod
@@ -138,6 +163,11 @@ separate process and import it as a volume"""
         return context.scene is not None
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        """After the confirmation ``invoke`` asked for: bake in the background as planned.
+        Called from Python (``bpy.ops.vbnf.bake()``): bake to the end in this call, dropping
+        what cannot be reused (the report says what)."""
+        if self._job is not None:
+            return self._begin_modal(context)
         try:
             job = make_job(context)
         except VbnfError as error:
@@ -152,17 +182,29 @@ separate process and import it as a volume"""
         return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
 
     def invoke(
-        self, context: bpy.types.Context, _event: bpy.types.Event
+        self, context: bpy.types.Context, event: bpy.types.Event
     ) -> set[OperatorReturnItems]:
+        """Plan the bake; if it would drop kept work, ask first (the work may be many minutes
+        of rendering and training), else start it."""
         try:
             job = make_job(context)
+            plan = job.plan()
         except VbnfError as error:
             self.report({"ERROR"}, f"Bake failed: {error}")
             return {"CANCELLED"}
-        job.start()
+        self._job, self._plan = job, plan
+        if plan.dropped:
+            window_manager: Any = context.window_manager
+            return window_manager.invoke_confirm(self, event, **start_over_question(plan))
+        return self._begin_modal(context)
+
+    def _begin_modal(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        """Start the planned job and hand it to the timer."""
+        job = self._job
+        assert job is not None
+        job.start(self._plan)
         if job.finished:
             return self._finish(context, job)
-        self._job = job
         window_manager: Any = context.window_manager
         status = window_manager.vbnf_bake_status
         status.running, status.cancel_requested = True, False
@@ -188,7 +230,8 @@ separate process and import it as a volume"""
         return {"PASS_THROUGH"}
 
     def cancel(self, context: bpy.types.Context) -> None:
-        """Blender ends the operator (a file is loaded, the window closes): stop everything."""
+        """Blender ends the operator (a file is loaded, the window closes, the confirmation
+        is dismissed): stop everything; a job that never started leaves the folder alone."""
         if self._job is not None:
             self._job.close()
         self._end_progress(context)
@@ -242,21 +285,29 @@ bake starts over"""
         if _status(context).running:
             cls.poll_message_set("A bake is running")
             return False
-        return kept_work_dir(context) is not None
+        work_dir = kept_work_dir(context)
+        if work_dir is None:
+            return False
+        holder = lock_holder(work_dir)
+        if holder is not None:
+            cls.poll_message_set(f"A bake in {holder} is using the kept work")
+            return False
+        return True
 
     def invoke(
         self, context: bpy.types.Context, event: bpy.types.Event
     ) -> set[OperatorReturnItems]:
         """Ask first: the kept work may be many minutes of rendering and training."""
-        return context.window_manager.invoke_confirm(  # type: ignore[union-attr]
-            self, event, message="Delete the rendered views and the training checkpoint?"
-        )
+        work_dir = kept_work_dir(context)
+        assert work_dir is not None  # poll
+        window_manager: Any = context.window_manager
+        return window_manager.invoke_confirm(self, event, **discard_question(work_dir))
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         work_dir = kept_work_dir(context)
         assert work_dir is not None  # poll
         try:
-            discard(work_dir)
+            discard(work_dir)  # refused while a bake holds the folder
         except VbnfError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

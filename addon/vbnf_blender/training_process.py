@@ -145,6 +145,7 @@ class TrainingStatus:
     seconds_left: float | None = None
     level_psnr: dict[int, float] = field(default_factory=dict)
     checkpoint_step: int | None = None  # steps the last checkpoint written holds
+    steps_per_epoch: int | None = None  # from the checkpoint event (absent from older engines)
     asset: str | None = None  # set by the "done" event
     error: str | None = None  # set by the "error" event
 
@@ -166,6 +167,7 @@ class TrainingStatus:
             self.level_psnr[int(event["level"])] = float(event["psnr"])
         elif kind == "checkpoint":
             self.checkpoint_step = int(event["step"])
+            self.steps_per_epoch = _optional_int(event.get("steps_per_epoch"))
         elif kind == "done":
             self.stage, self.fraction = "done", 1.0
             self.asset = str(event["asset"])
@@ -176,6 +178,10 @@ class TrainingStatus:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def parse_event(line: str) -> dict[str, Any] | None:

@@ -5,24 +5,38 @@ A bake renders its views into ``<asset>.vbnf.bake/dataset`` and trains into
 Blender restart (the system's temporary folder may be wiped at boot), and the asset path alone
 finds it again. ``bake.json`` says what the folder holds and what it was made with:
 
-- the capture fingerprint (capture settings and the captured objects): if it differs, the views
-  are of another capture and everything starts over;
 - the training fingerprint (what a checkpoint is bound to: ``--resume`` takes levels, bitwidth,
   batch size and seed from the checkpoint, only epochs and device from the command line): if it
   differs, training starts over on the kept views;
 - progress: views rendered, and the step and steps per epoch of the last checkpoint, so the
-  panel can say "37/110 views, epoch 3/10" without reading anything else.
+  panel can say "37/100 views, epoch 3/10" without reading anything else.
+
+Whether the kept views still show the scene is the capture's to say (``capture.kept_views``:
+the dataset records what its views depend on); :func:`plan_resume` combines the two into one
+decision, without changing anything, so that the Bake button can ask before it drops work.
 
 The file is rewritten atomically after every view and checkpoint. It is a summary, not the
 proof: the capture checks each view's files and the plan they were rendered from, and training
-resumes only if the checkpoint file is there. No bpy here, so all of it is testable directly.
+resumes only if the checkpoint file is there. So a failed write of it is a warning, not a
+failed bake.
+
+``bake.lock`` (process id and host) marks a folder a bake is using, so that two bakes of the
+same asset, or a Discard during a bake in another Blender, cannot delete each other's files. A
+lock whose process has ended on this host is taken over.
+
+No bpy here, so all of it is testable directly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import os
 import shutil
+import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,24 +45,46 @@ from .engine import VbnfError, atomic_write_bytes
 
 WORK_SUFFIX = ".bake"
 STATE_NAME = "bake.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
+LOCK_NAME = "bake.lock"
 DATASET_NAME, RUN_NAME = "dataset", "run"
 # core.checkpoint.CHECKPOINT_NAME; that module imports torch, which Blender's Python lacks.
 CHECKPOINT_NAME = "checkpoint.pt"
+# The panel's lines for the last few state files it drew (one per scene the user switches to).
+RESUME_LINE_CACHE_SIZE = 8
 
 
 class BakeStateError(VbnfError):
-    """``bake.json`` cannot be read or is from another version; the folder cannot resume."""
+    """``bake.json`` cannot be read; the folder cannot resume."""
+
+
+class BakeStateVersionError(BakeStateError):
+    """``bake.json`` was written by another version of the add-on."""
+
+
+class WorkFolderBusy(VbnfError):
+    """Another running bake holds the work folder's lock."""
+
+
+def views_line(views_done: int, train_views: int, test_views: int) -> str:
+    """Views rendered, counted as the panel's Views field counts them (training views); the
+    held-out views, rendered last, are named only while they are still missing."""
+    if views_done < train_views:
+        return f"{views_done}/{train_views} views"
+    held_out_done = views_done - train_views
+    if held_out_done < test_views:
+        return f"{train_views}/{train_views} views + {held_out_done}/{test_views} held-out"
+    return f"{train_views}/{train_views} views"
 
 
 @dataclass
 class BakeState:
     """What one bake's work folder was made with and how far it got (``bake.json``)."""
 
-    capture: dict[str, Any]  # capture settings and the captured objects
     training: dict[str, Any]  # the settings a checkpoint is bound to
     epochs: int  # asked for; a resumed bake may ask for more (or fewer) than the checkpoint's
-    total_views: int
+    train_views: int
+    test_views: int  # held out for scoring, rendered after the training views
     views_done: int = 0
     checkpoint_step: int | None = None  # optimisation steps the last checkpoint holds
     steps_per_epoch: int | None = None
@@ -58,54 +94,95 @@ class BakeState:
         """Whether anything here would save time in the next bake."""
         return self.views_done > 0 or self.checkpoint_step is not None
 
-    @property
-    def epochs_completed(self) -> int | None:
-        """Whole epochs the checkpoint has trained (None: no checkpoint, or its size unknown)."""
-        if self.checkpoint_step is None or not self.steps_per_epoch:
-            return None
-        return self.checkpoint_step // self.steps_per_epoch
+    def training_summary(self) -> str:
+        """``epoch 3/10``: the epoch the checkpoint is in, counted as the status bar counted it
+        while training ("" without a checkpoint of known size)."""
+        if not self.checkpoint_step or not self.steps_per_epoch:
+            return ""
+        epoch = min(math.ceil(self.checkpoint_step / self.steps_per_epoch), self.epochs)
+        return f"epoch {epoch}/{self.epochs}"
 
     def summary(self) -> str:
-        """``37/110 views, epoch 3/10``: the epoch is the one the checkpoint is in, counted as
-        the status bar counted it while training."""
-        text = f"{self.views_done}/{self.total_views} views"
-        if self.checkpoint_step and self.steps_per_epoch:
-            epoch = min(math.ceil(self.checkpoint_step / self.steps_per_epoch), self.epochs)
-            text += f", epoch {epoch}/{self.epochs}"
-        return text
+        """``37/100 views, epoch 3/10``."""
+        views = views_line(self.views_done, self.train_views, self.test_views)
+        training = self.training_summary()
+        return f"{views}, {training}" if training else views
 
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """What the next bake keeps of a work folder; ``reason`` says why work is dropped."""
+    """What the next bake keeps of a work folder: ``views_kept`` complete views, and the
+    checkpoint training continues from (None: training starts over). ``dropped`` names the
+    kept work it throws away ("" when none) and ``reason`` says why."""
 
-    keep_views: bool
-    resume_training: bool
+    views_kept: int = 0
+    checkpoint_step: int | None = None
+    steps_per_epoch: int | None = None
     reason: str = ""
+    dropped: str = ""
+
+    @property
+    def keep_views(self) -> bool:
+        return self.views_kept > 0
+
+    @property
+    def resume_training(self) -> bool:
+        return self.checkpoint_step is not None
+
+    def note(self, state: BakeState) -> str:
+        """What became of the earlier bake, for reports: ``resumed from 100/100 views, dropping
+        the training so far (epoch 3/10): the training settings changed``."""
+        reused = f"resumed from {state.summary()}" if state.has_work else ""
+        if not self.dropped:
+            return reused
+        return f"{reused or 'started over'}, dropping {self.dropped}: {self.reason}"
 
 
-def plan_resume(kept: BakeState | None, wanted: BakeState, checkpoint_exists: bool) -> ResumePlan:
-    """Decide what a bake with the fingerprint ``wanted`` can reuse of the ``kept`` state.
+def start_over(dropped: str, reason: str) -> ResumePlan:
+    """A plan that keeps nothing of the work named by ``dropped``."""
+    return ResumePlan(reason=reason, dropped=dropped)
 
-    More epochs than the checkpoint has trained continue it; fewer retrain, because trained
-    epochs cannot be undone and the asset must be what the settings say.
+
+def plan_resume(
+    kept: BakeState,
+    wanted: BakeState,
+    *,
+    views_kept: int,
+    views_change: str,
+    checkpoint_exists: bool,
+) -> ResumePlan:
+    """Decide what a bake with the settings of ``wanted`` can reuse of the ``kept`` state.
+
+    ``views_kept`` and ``views_change`` are the capture's verdict on the dataset folder:
+    complete views of the same plan, or why its views show something else. A checkpoint is
+    continued only on a complete dataset of the same plan (it learnt those views), with the
+    settings it is bound to, and when it has not trained past the steps now asked for:
+    trained steps cannot be undone and the asset must be what the settings say.
     """
-    if kept is None:
-        return ResumePlan(keep_views=False, resume_training=False)
-    if kept.capture != wanted.capture:
-        return ResumePlan(False, False, "the capture settings or the objects changed")
+    if views_change:
+        return start_over(f"the kept {kept.summary()}", views_change)
     if kept.checkpoint_step is None or not checkpoint_exists:
-        return ResumePlan(keep_views=True, resume_training=False)
+        return ResumePlan(views_kept=views_kept)
+    reason = _checkpoint_obstacle(kept, wanted, views_kept)
+    if reason:
+        training = kept.training_summary()
+        dropped = f"the training so far ({training})" if training else "the training so far"
+        return ResumePlan(views_kept=views_kept, reason=reason, dropped=dropped)
+    return ResumePlan(views_kept, kept.checkpoint_step, kept.steps_per_epoch)
+
+
+def _checkpoint_obstacle(kept: BakeState, wanted: BakeState, views_kept: int) -> str:
+    """Why the kept checkpoint cannot be continued ("" when it can)."""
+    assert kept.checkpoint_step is not None
     if kept.training != wanted.training:
-        return ResumePlan(True, False, "the training settings changed")
-    completed = kept.epochs_completed
-    if completed is None:
-        return ResumePlan(True, False, "how far the checkpoint trained is not known")
-    if completed > wanted.epochs:
-        return ResumePlan(
-            True, False, f"{completed} epochs are trained, more than the {wanted.epochs} asked"
-        )
-    return ResumePlan(keep_views=True, resume_training=True)
+        return "the training settings changed"
+    if views_kept < wanted.train_views + wanted.test_views:
+        return "some views must be rendered again"
+    if not kept.steps_per_epoch:
+        return "how far the checkpoint trained is not known"
+    if kept.checkpoint_step > wanted.epochs * kept.steps_per_epoch:
+        return f"it trained past the {wanted.epochs} epochs now asked for"
+    return ""
 
 
 def work_dir_for(asset_path: Path) -> Path:
@@ -122,8 +199,10 @@ def read_state(work_dir: Path) -> BakeState | None:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BakeStateError(f"unreadable bake state ({error})", path) from error
-    if not isinstance(document, dict) or document.get("format_version") != STATE_VERSION:
-        raise BakeStateError(f"not a bake state of format {STATE_VERSION}", path)
+    if not isinstance(document, dict):
+        raise BakeStateError("not a bake state", path)
+    if document.get("format_version") != STATE_VERSION:
+        raise BakeStateVersionError(f"not a bake state of format {STATE_VERSION}", path)
     fields = {key: value for key, value in document.items() if key != "format_version"}
     try:
         return BakeState(**fields)
@@ -134,6 +213,21 @@ def read_state(work_dir: Path) -> BakeState | None:
 def write_state(work_dir: Path, state: BakeState) -> None:
     document = {"format_version": STATE_VERSION, **asdict(state)}
     atomic_write_bytes(work_dir / STATE_NAME, json.dumps(document, indent=2).encode())
+
+
+def save_state(work_dir: Path, state: BakeState) -> str:
+    """:func:`write_state`, returning a warning instead of raising when it cannot: the state is
+    a summary (the next bake checks the files themselves), so a full disk or an unwritable file
+    must not fail a bake that can still write its asset. Returns "" on success."""
+    try:
+        write_state(work_dir, state)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        return (
+            f"cannot update {work_dir / STATE_NAME} ({reason}): the panel may show stale "
+            "progress, and an interrupted bake may not resume"
+        )
+    return ""
 
 
 def clear(work_dir: Path, keep_views: bool = False) -> None:
@@ -151,8 +245,18 @@ def clear(work_dir: Path, keep_views: bool = False) -> None:
         raise VbnfError(message, work_dir) from error
 
 
+def apply_plan(work_dir: Path, plan: ResumePlan, state: BakeState) -> str:
+    """Drop what ``plan`` does not keep, then record ``state`` at once, so that ``bake.json``
+    never describes files that are gone. Returns :func:`save_state`'s warning."""
+    if not plan.resume_training:
+        clear(work_dir, keep_views=plan.keep_views)
+    return save_state(work_dir, state)
+
+
 def discard(work_dir: Path) -> None:
-    """Delete a work folder the bake owns, state first (see :func:`clear`)."""
+    """Delete a work folder, state first (see :func:`clear`); refused while a running bake
+    holds its lock."""
+    check_free(work_dir)
     clear(work_dir)
     try:
         shutil.rmtree(work_dir)
@@ -163,30 +267,138 @@ def discard(work_dir: Path) -> None:
         raise VbnfError(message, work_dir) from error
 
 
-_lines: dict[Path, tuple[tuple[int, int], str]] = {}  # state path -> (inode, mtime), line
+def kept_description(work_dir: Path) -> str:
+    """``the kept 37/100 views, epoch 3/10``, for the Discard button's question."""
+    try:
+        state = read_state(work_dir)
+    except BakeStateError:
+        state = None
+    return "the kept bake" if state is None else f"the kept {state.summary()}"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process that holds a work folder's lock."""
+
+    pid: int
+    host: str
+
+    def __str__(self) -> str:
+        here = self.host == socket.gethostname()
+        return f"process {self.pid}" + ("" if here else f" on {self.host}")
+
+
+def lock_holder(work_dir: Path) -> LockHolder | None:
+    """The running process that holds the folder's lock (None: free, or its process ended).
+
+    A lock from another host cannot be checked and counts as held; one that cannot be read
+    (its writer died between creating and filling it) counts as free.
+    """
+    try:
+        document = json.loads((work_dir / LOCK_NAME).read_text(encoding="utf-8"))
+        holder = LockHolder(int(document["pid"]), str(document["host"]))
+    except (OSError, ValueError, TypeError, KeyError):  # none, or unreadable
+        return None
+    if holder.host == socket.gethostname() and not _process_alive(holder.pid):
+        return None
+    return holder
+
+
+def check_free(work_dir: Path) -> None:
+    """Raise :class:`WorkFolderBusy` while a running bake holds the folder's lock."""
+    holder = lock_holder(work_dir)
+    if holder is not None:
+        raise WorkFolderBusy(
+            f"another bake of this asset is running ({holder}); if none is, "
+            f"delete {LOCK_NAME} in this folder",
+            work_dir,
+        )
+
+
+def acquire_lock(work_dir: Path) -> None:
+    """Take the folder's lock for this process (``O_EXCL``: of two bakes only one creates it),
+    taking over a lock whose process has ended; raises :class:`WorkFolderBusy` otherwise."""
+    path = work_dir / LOCK_NAME
+    content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(2):  # a stale lock is removed once, then taken
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                check_free(work_dir)
+                path.unlink(missing_ok=True)  # stale: its process has ended
+                continue
+            try:
+                os.write(handle, content)
+            finally:
+                os.close(handle)
+            return
+    except OSError as error:
+        message = f"cannot lock the bake's work folder ({error.strerror})"
+        raise VbnfError(message, work_dir) from error
+    raise WorkFolderBusy("another bake took the work folder meanwhile", work_dir)
+
+
+def release_lock(work_dir: Path) -> None:
+    """Remove this process's lock; a lock another process took over is left alone."""
+    path = work_dir / LOCK_NAME
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        if json.loads(path.read_text(encoding="utf-8"))["pid"] == os.getpid():
+            path.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (``os.kill(pid, 0)`` would end it
+    on Windows, where signal 0 is CTRL_C_EVENT, so Windows asks the kernel instead)."""
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        return _windows_process_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    import ctypes
+
+    query_limited_information, still_active, access_denied = 0x1000, 259, 5
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:
+        return bool(kernel32.GetLastError() == access_denied)
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and (
+            code.value == still_active
+        )
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def resume_line(work_dir: Path) -> str | None:
     """The panel's line about a kept bake (None: nothing kept). Called on every redraw, so the
     state file is parsed again only when it was replaced (atomic writes give a new inode)."""
-    path = work_dir / STATE_NAME
     try:
-        stat = path.stat()
+        stat = (work_dir / STATE_NAME).stat()
     except OSError:
         return None
-    key = (stat.st_ino, stat.st_mtime_ns)
-    cached = _lines.get(path)
-    if cached is None or cached[0] != key:
-        cached = (key, _describe(work_dir))
-        _lines[path] = cached
-    return cached[1]
+    return _resume_line(work_dir, stat.st_ino, stat.st_mtime_ns)
 
 
-def _describe(work_dir: Path) -> str:
+@functools.lru_cache(maxsize=RESUME_LINE_CACHE_SIZE)
+def _resume_line(work_dir: Path, inode: int, mtime_ns: int) -> str | None:
+    """The line for one version of the state file; ``inode`` and ``mtime_ns`` only key the
+    cache."""
     try:
         state = read_state(work_dir)
+    except BakeStateVersionError:
+        return "Kept bake is from another version; Bake will start over"
     except BakeStateError:
-        return "Kept bake cannot resume (unreadable state)"
-    if state is None:
-        return "Kept bake cannot resume (no state)"
-    return f"Resumable: {state.summary()}"
+        return "Kept bake is damaged; Bake will start over"
+    return None if state is None else f"Resumable: {state.summary()}"
