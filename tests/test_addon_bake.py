@@ -414,7 +414,7 @@ def test_a_resumed_capture_keeps_only_views_of_the_same_plan(
     _tiny_scene()
     sun = scenes.add_sun()
     scene = bpy.context.scene
-    capture = extension.capture
+    capture, record = extension.capture, extension.capture_record
     settings = capture.CaptureSettings(
         train_views=2, test_views=1, resolution_px=16, samples=1, denoise=False
     )
@@ -436,20 +436,20 @@ def test_a_resumed_capture_keeps_only_views_of_the_same_plan(
     def kept() -> Any:
         return capture.kept_views(scene, tmp_path, settings)
 
-    assert kept() == capture.KeptViews(3)
+    assert kept() == record.KeptViews(3)
     sun.location.z += 1.0
-    assert kept() == capture.KeptViews(0, "Sun's placement changed")
+    assert kept() == record.KeptViews(0, "Sun's placement changed")
     sun.location.z -= 1.0
     sun.data.energy *= 2.0
-    assert kept() == capture.KeptViews(0, "Sun's light settings changed")
+    assert kept() == record.KeptViews(0, "Sun's light settings changed")
     sun.data.energy /= 2.0
     cube = bpy.data.objects["Cube"]
     cube.data.materials[0] = bpy.data.materials["Sphere emission"]
-    assert kept() == capture.KeptViews(0, "Cube's materials changed")
+    assert kept() == record.KeptViews(0, "Cube's materials changed")
     cube.data.materials[0] = bpy.data.materials["Cube emission"]
-    assert kept() == capture.KeptViews(3)  # the record is of the scene, not of its history
+    assert kept() == record.KeptViews(3)  # the record is of the scene, not of its history
     cube.location.x += 1.0  # other bounds, other cameras
-    assert kept() == capture.KeptViews(0, "the camera positions, Cube's placement changed")
+    assert kept() == record.KeptViews(0, "the camera positions, Cube's placement changed")
     with capture.CaptureJob(scene, tmp_path, settings, resume=True) as job:
         assert job.views_kept == 0 and _view_files(tmp_path, dataset="") == {}
 

@@ -16,19 +16,12 @@ and cancel between views; ``capture_dataset`` drives it to the end for headless 
 
 Views are planned deterministically from the settings and the targets' bounds, and each view's
 files are renamed into place whole, so an interrupted capture can be resumed view by view
-(``resume=True``): the folder records what its views depend on, and a view is kept only when that
-record matches the new plan and both of its files are there. The record holds a digest of each
-part: the capture settings, the camera poses, the frame, the world, the Blender version and, for
-every captured object and light, its placement, data, materials and light settings. A plan that
-differs in any part renders every view again, and ``kept_views`` names the parts that changed
-("Cube's materials changed"). Edits inside a datablock (a material's node values, a mesh's
-vertices that leave its bounds alone) are not seen: that would mean hashing the whole scene.
+(``resume=True``). Which rendered views a resume may keep is decided in ``capture_record.py``,
+from a record of what the views depend on; ``kept_views`` asks it without rendering.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -41,7 +34,9 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from .engine import VbnfError, atomic_write_bytes, cameras, dataset
+from . import capture_record
+from .capture_record import View
+from .engine import VbnfError, cameras, dataset
 
 GEOMETRY_TYPES = frozenset(
     {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
@@ -50,28 +45,6 @@ GEOMETRY_TYPES = frozenset(
 LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
 SPLIT_NAMES = ("train", "test")
 TEMPORARY_NAME = "VBNF Capture"
-# What the folder's images depend on, part by part (see the module docstring).
-PLAN_RECORD_NAME = ".vbnf_capture_plan"
-# Poses and placements are compared after rounding, so that float noise cannot reject them.
-POSE_DECIMALS = 6
-# Hex digits kept of each part's SHA-256: enough to tell versions of one scene apart.
-DIGEST_CHARS = 16
-# How each part of the record is named when it changed.
-SCENE_PARTS = {
-    "settings": "the capture settings",
-    "poses": "the camera positions",
-    "frame": "the frame",
-    "world": "the world",
-    "blender": "the Blender version",
-}
-OBJECT_PARTS = {
-    "placement": "placement",
-    "data": "data",
-    "materials": "materials",
-    "light": "light settings",
-}
-# Changed parts named in a reason before the rest are only counted.
-CHANGES_NAMED = 3
 
 
 class CaptureError(VbnfError):
@@ -129,27 +102,12 @@ class CaptureProgress:
 
 
 @dataclass(frozen=True)
-class KeptViews:
-    """What a dataset folder holds of a capture plan: ``count`` complete views of it, or, when
-    its views were rendered from another plan, ``change`` says what differs."""
-
-    count: int
-    change: str = ""
-
-
-@dataclass(frozen=True)
-class _View:
-    split: str
-    frame: dataset.FrameRecord
-
-
-@dataclass(frozen=True)
 class _Plan:
     """The views of one capture and the record of what they depend on."""
 
     view_plan: cameras.ViewPlan
     targets: list[bpy.types.Object]
-    views: list[_View]
+    views: list[View]
     record: dict[str, Any]
 
 
@@ -205,8 +163,8 @@ class CaptureJob:
         self._selection = None if objects is None else list(objects)
         self._resume = resume
         self._view_layer = _render_view_layer(scene)
-        self._views: list[_View] = []
-        self._pending: list[_View] = []  # still to render, in plan order
+        self._views: list[View] = []
+        self._pending: list[View] = []  # still to render, in plan order
         self.views_kept = 0  # views a resumed capture found already rendered
         self._intrinsics: dataset.Intrinsics | None = None
         self._patch = _SettingsPatch()
@@ -233,7 +191,14 @@ class CaptureJob:
         self._staging = _prepare_output(self.out_dir)
         try:
             self._views = plan.views
-            self._pending = _views_to_render(self.out_dir, plan, self._resume)
+            try:
+                self._pending = capture_record.views_to_render(
+                    self.out_dir, plan.views, plan.record, self._resume
+                )
+            except OSError as error:
+                raise CaptureError(
+                    f"cannot prepare the views ({error.strerror})", self.out_dir
+                ) from error
             self.views_kept = len(self._views) - len(self._pending)
             self._set_up_scene(plan.view_plan, plan.targets)
             if self.finished:
@@ -330,22 +295,14 @@ def kept_views(
     out_dir: str | Path,
     settings: CaptureSettings | None = None,
     objects: Iterable[bpy.types.Object] | None = None,
-) -> KeptViews:
+) -> capture_record.KeptViews:
     """What a capture with ``resume=True`` would keep of ``out_dir``, decided without changing
-    the folder or the scene, so that a caller can ask before views are rendered again."""
+    the folder or the scene, so that a caller can ask before views are rendered again. The plan
+    is made here, as the capture would make it; the verdict is the record's."""
     selection = None if objects is None else list(objects)
     plan = _plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
     out_dir = Path(out_dir).expanduser().resolve()
-    record_path = out_dir / PLAN_RECORD_NAME
-    if not record_path.is_file():
-        return KeptViews(0)
-    stored = _read_record(record_path)
-    if stored is None:
-        return KeptViews(0, "the kept views are from another version")
-    change = _record_change(stored, plan.record)
-    if change:
-        return KeptViews(0, change)
-    return KeptViews(sum(_view_complete(out_dir, view.frame) for view in plan.views))
+    return capture_record.kept_views_of(out_dir, plan.views, plan.record)
 
 
 def capture_dataset(
@@ -390,7 +347,7 @@ def _plan(
     )
     views = _plan_frames(view_plan)
     lights = [o for o in view_layer.objects if o.type in LIGHTING_TYPES and _renders(o, view_layer)]
-    record = _plan_record(scene, settings, views, [*targets, *lights])
+    record = capture_record.plan_record(scene, asdict(settings), views, [*targets, *lights])
     return _Plan(view_plan, targets, views, record)
 
 
@@ -607,127 +564,15 @@ def camera_intrinsics(scene: bpy.types.Scene, camera: Any) -> dataset.Intrinsics
     )
 
 
-def _plan_frames(plan: cameras.ViewPlan) -> list[_View]:
+def _plan_frames(plan: cameras.ViewPlan) -> list[View]:
     """Name each view ``<split>/r_<index>`` with ``<split>/r_<index>_depth.exr`` beside it."""
     views = []
     for split, poses in zip(SPLIT_NAMES, (plan.train_poses, plan.test_poses), strict=True):
         digits = max(3, len(str(len(poses) - 1)))
         for index, pose in enumerate(poses):
             stem = f"{split}/r_{index:0{digits}d}"
-            views.append(_View(split, dataset.FrameRecord(stem, f"{stem}_depth.exr", pose)))
+            views.append(View(split, dataset.FrameRecord(stem, f"{stem}_depth.exr", pose)))
     return views
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
-
-
-def _plan_record(
-    scene: bpy.types.Scene,
-    settings: CaptureSettings,
-    views: list[_View],
-    objects: list[bpy.types.Object],
-) -> dict[str, Any]:
-    """What the views' pixels depend on, cheaply: each part digested on its own, so that a
-    resumed capture can say which part changed. ``objects`` are the targets and the lights."""
-    world = scene.world
-    parts = {
-        "settings": asdict(settings),
-        "poses": [np.round(v.frame.camera_to_world, POSE_DECIMALS).tolist() for v in views],
-        "frame": scene.frame_current,
-        "world": None if world is None else world.name,
-        "blender": list(bpy.app.version),
-    }
-    record: dict[str, Any] = {key: _digest(value) for key, value in parts.items()}
-    record["objects"] = {
-        obj.name: {key: _digest(value) for key, value in _object_parts(obj).items()}
-        for obj in objects
-    }
-    return record
-
-
-def _object_parts(obj: bpy.types.Object) -> dict[str, Any]:
-    """An object's share of the record: where it is, which datablocks it shows, and for a
-    light what it emits."""
-    data: Any = obj.data
-    instanced = obj.instance_collection if obj.instance_type == "COLLECTION" else None
-    names = [None if datablock is None else datablock.name for datablock in (data, instanced)]
-    light = None
-    if obj.type == "LIGHT":
-        light = {
-            "type": data.type,
-            "energy": round(float(data.energy), POSE_DECIMALS),
-            "color": [round(float(c), POSE_DECIMALS) for c in data.color],
-        }
-    return {
-        "placement": np.round(np.array(obj.matrix_world), POSE_DECIMALS).tolist(),
-        "data": names,
-        "materials": [None if s.material is None else s.material.name for s in obj.material_slots],
-        "light": light,
-    }
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """The record a folder's views were rendered with (None: unreadable or of another
-    version, such as the single digest earlier versions wrote)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("objects"), dict):
-        return None
-    if not all(isinstance(parts, dict) for parts in record["objects"].values()):
-        return None
-    return record
-
-
-def _record_change(stored: dict[str, Any], record: dict[str, Any]) -> str:
-    """``Cube's materials, Sun's placement changed``: what differs between two records ("" when
-    nothing does)."""
-    changes = [words for key, words in SCENE_PARTS.items() if stored.get(key) != record[key]]
-    stored_objects, objects = stored["objects"], record["objects"]
-    if stored_objects.keys() != objects.keys():
-        changes.append("the captured objects and lights")
-    for name in sorted(stored_objects.keys() & objects.keys()):
-        parts = [
-            words
-            for key, words in OBJECT_PARTS.items()
-            if stored_objects[name].get(key) != objects[name][key]
-        ]
-        if parts:
-            changes.append(f"{name}'s {' and '.join(parts)}")
-    if not changes:
-        return ""
-    named = changes[:CHANGES_NAMED]
-    if len(changes) > CHANGES_NAMED:
-        named.append(f"{len(changes) - CHANGES_NAMED} more")
-    return ", ".join(named) + " changed"
-
-
-def _view_files(out_dir: Path, frame: dataset.FrameRecord) -> tuple[Path, Path]:
-    return out_dir / f"{frame.file_path}.png", out_dir / frame.depth_file_path
-
-
-def _view_complete(out_dir: Path, frame: dataset.FrameRecord) -> bool:
-    """Both files are there and not empty (each is renamed into place whole)."""
-    return all(path.is_file() and path.stat().st_size > 0 for path in _view_files(out_dir, frame))
-
-
-def _views_to_render(out_dir: Path, plan: _Plan, resume: bool) -> list[_View]:
-    """The views still to render. Resuming the same plan keeps every complete view; otherwise
-    this plan's file names are cleared first, so that images of another plan can never pass
-    for views of this one in a later resume."""
-    record_path = out_dir / PLAN_RECORD_NAME
-    try:
-        if resume and _read_record(record_path) == plan.record:
-            return [view for view in plan.views if not _view_complete(out_dir, view.frame)]
-        for view in plan.views:
-            for path in _view_files(out_dir, view.frame):
-                path.unlink(missing_ok=True)
-        atomic_write_bytes(record_path, json.dumps(plan.record, sort_keys=True).encode())
-    except OSError as error:
-        raise CaptureError(f"cannot prepare the views ({error.strerror})", out_dir) from error
-    return list(plan.views)
 
 
 def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:
@@ -736,7 +581,7 @@ def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -
     The nodes compose their own file names (and append frame numbers in some modes); looking
     for the single file each wrote into its own empty folder does not depend on that scheme.
     """
-    rgba, depth = _view_files(out_dir, frame)
+    rgba, depth = capture_record.view_files(out_dir, frame)
     destinations = {"rgba": rgba, "depth": depth}
     for name, destination in destinations.items():
         written = sorted((staging / name).glob("*"))

@@ -12,8 +12,9 @@ finds it again. ``bake.json`` says what the folder holds and what it was made wi
   panel can say "37/100 views, epoch 3/10" without reading anything else.
 
 Whether the kept views still show the scene is the capture's to say (``capture.kept_views``:
-the dataset records what its views depend on); :func:`plan_resume` combines the two into one
-decision, without changing anything, so that the Bake button can ask before it drops work.
+the dataset records what its views depend on, see ``capture_record.py``); :func:`plan_resume`
+combines the two into one decision, without changing anything, so that the Bake button can ask
+before it drops work.
 
 The file is rewritten atomically after every view and checkpoint. It is a summary, not the
 proof: the capture checks each view's files and the plan they were rendered from, and training
