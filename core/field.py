@@ -151,8 +151,11 @@ class FeatureGather(Protocol):
 
 
 class TorchGather:
-    """The reference :class:`FeatureGather`. The gather uses ``index_select``, whose backward
-    is an ``index_add`` (``embedding_bag`` sorts, and was slower on the CPU)."""
+    """The reference :class:`FeatureGather`. The interpolation gathers one ``[N, k]`` block per
+    corner with ``index_select`` (whose backward is an ``index_add``) and accumulates it in
+    place, rather than gathering ``[N, 8, k]`` at once and summing: on one CPU thread, forward
+    and backward of 400k points took 0.23 s instead of 0.35 s (``embedding_bag``: 0.41 s), and
+    a training step 0.64 s instead of 0.91 s, at the same peak memory."""
 
     def corners(
         self, index: LevelIndex, points: torch.Tensor
@@ -164,8 +167,11 @@ class TorchGather:
     def interpolate(
         self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
     ) -> torch.Tensor:
-        corner_features = table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
-        return (weights.unsqueeze(-1) * corner_features).sum(dim=1)
+        total = table.index_select(0, rows[:, 0]) * weights[:, :1]
+        for corner in range(1, rows.shape[1]):
+            corner_weights = weights[:, corner : corner + 1]
+            total.addcmul_(table.index_select(0, rows[:, corner]), corner_weights)
+        return total
 
 
 TORCH_GATHER = TorchGather()

@@ -1,7 +1,7 @@
 // Octree lookup and trilinear interpolation of one level's corner features: the twin of one
 // iteration of core/field.py:RadianceField.features (TorchGather.corners, TorchGather.interpolate)
-// in three launches, without the [N, 8, k] gathered features and products (and their
-// gradients) that torch's gather materialises on the way.
+// in three launches, without the [N, k] gathered blocks and products (and their gradients)
+// that torch's per-corner gather materialises on the way.
 //
 // - `locate_corners` finds each point's cell, its 8 corner ids and trilinear weights. The caller
 //   then either renumbers the ids into the rows a training batch touches (so VQ-AD's softmax runs

@@ -227,8 +227,9 @@ GRADIENT_POINTS_PER_THREAD = 16
 class CornerInterpolation(torch.autograd.Function):
     """Forward: ``sum_c weights[:, c] * table[rows[:, c]]``. Backward: the table's gradient by
     atomic scatter (weights are not differentiated: they come from points, which are not
-    learnt). Compared with torch's gather, multiply and sum, no ``[N, 8, k]`` tensor is ever
-    allocated, forward or backward; both keep the same 96 bytes per point for the backward."""
+    learnt). Compared with torch's per-corner gathers and multiply-adds, no ``[N, k]``
+    temporary is allocated, forward or backward, and each table row is read once per point;
+    both keep the same 96 bytes per point for the backward."""
 
     @staticmethod
     def forward(
@@ -269,7 +270,7 @@ class CornerInterpolation(torch.autograd.Function):
 
 class KernelGather:
     """The :class:`~core.field.FeatureGather` of the cupy backend: lookup and weights in one
-    kernel (instead of ~15 tensor operations), interpolation without ``[N, 8, k]`` tensors."""
+    kernel (instead of ~15 tensor operations), interpolation in one (instead of 16)."""
 
     def corners(
         self, index: LevelIndex, points: torch.Tensor
