@@ -24,7 +24,7 @@ from .features import (
     HashedFeatures,
 )
 from .field_data import VIEW_ENCODING_DIM, VIEW_FREQUENCIES, FieldData, MLPWeights
-from .octree import CORNER_OFFSETS, SparseOctree
+from .octree import SparseOctree
 
 TrainableStore = Literal["dense", "codebook", "hashed"]
 HIDDEN_DIM = 128
@@ -84,7 +84,6 @@ class LevelIndex(nn.Module):
     sorted_keys: torch.Tensor
     key_to_cell: torch.Tensor
     cell_corners: torch.Tensor
-    corner_bits: torch.Tensor
 
     def __init__(self, octree: SparseOctree, level: int) -> None:
         super().__init__()
@@ -97,8 +96,6 @@ class LevelIndex(nn.Module):
         corners = torch.from_numpy(octree.cell_corners(level))
         self.register_buffer("cell_corners", corners, persistent=False)
         self.num_corners = octree.num_corners(level)
-        corner_bits = torch.as_tensor(CORNER_OFFSETS, dtype=torch.bool)
-        self.register_buffer("corner_bits", corner_bits, persistent=False)
 
     def _linear_keys(self, cells: torch.Tensor) -> torch.Tensor:
         return (cells[:, 0] * self.resolution + cells[:, 1]) * self.resolution + cells[:, 2]
@@ -115,10 +112,17 @@ class LevelIndex(nn.Module):
         found = self.sorted_keys[position] == keys
         inside = ((points >= -1.0) & (points <= 1.0)).all(dim=-1)
         cell = torch.where(found & inside, self.key_to_cell[position], -1)
-        weights = torch.where(
-            self.corner_bits[None], local[:, None, :], 1.0 - local[:, None, :]
-        ).prod(-1)
-        return cell, weights
+        return cell, trilinear_weights(local)
+
+
+def trilinear_weights(local: torch.Tensor) -> torch.Tensor:
+    """[N, 8] weights of a cell's corners for positions ``local`` [N, 3] in the cell, corner
+    ``c`` at ``core.octree.CORNER_OFFSETS[c]`` (x is bit 2, z bit 0), as ``(wx * wy) * wz``: built
+    as outer products of the per-axis pairs (1 - t, t): bit for bit what selecting from and
+    reducing an [N, 8, 3] tensor gives, in half the time on the CPU."""
+    x, y, z = torch.stack([1.0 - local, local], dim=-1).unbind(1)  # each [N, 2]
+    xy = (x[:, :, None] * y[:, None, :]).reshape(-1, 4, 1)
+    return (xy * z[:, None, :]).reshape(-1, 8)
 
 
 def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
