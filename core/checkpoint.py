@@ -76,7 +76,10 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
         raise VbnfError(f"not a readable VBNF checkpoint ({error})", path) from error
     if version != FORMAT_VERSION:
         raise VbnfError(f"checkpoint format {version} is not supported", path)
-    config = FieldConfig(**payload["field_config"])
+    try:
+        config = FieldConfig(**payload["field_config"])
+    except (TypeError, ValueError) as error:  # written by another version of the engine
+        raise VbnfError(f"unsupported field configuration ({error})", path) from error
     octree = SparseOctree.from_finest_cells(payload["finest_cells"].numpy(), config.max_level)
     field_model = RadianceField(octree, config, payload["scale"], np.asarray(payload["offset"]))
     field_model.load_state_dict(payload["model"])

@@ -56,10 +56,14 @@ class TrainOptions:
             raise ValueError(
                 f"epochs and batch rays must be at least 1, got {self.epochs} and {self.batch_rays}"
             )
-        if not (self.lr > 0 and self.grid_lr_factor > 0 and self.checkpoint_interval_s > 0):
+        if not (self.lr > 0 and self.grid_lr_factor > 0):
             raise ValueError(
-                f"learning rate, grid factor and checkpoint interval must be positive, got "
-                f"{self.lr}, {self.grid_lr_factor} and {self.checkpoint_interval_s}"
+                f"learning rate and grid factor must be positive, got {self.lr} and "
+                f"{self.grid_lr_factor}"
+            )
+        if self.checkpoint_interval_s < 0:  # 0: a checkpoint after every step
+            raise ValueError(
+                f"checkpoint interval must be at least 0 s, got {self.checkpoint_interval_s}"
             )
         if self.dilation < 0:
             raise ValueError(f"dilation must be at least 0, got {self.dilation}")
@@ -271,7 +275,12 @@ def prepare_run(
         loaded = load_checkpoint(checkpoint_path, options.device)
         field, state, optimizer_state = loaded.field, loaded.state, loaded.optimizer_state
         overrides = {"epochs": options.epochs, "device": options.device, "backend": options.backend}
-        options = TrainOptions(**{**loaded.train_options, **overrides})
+        try:
+            options = TrainOptions(**{**loaded.train_options, **overrides})
+        except (TypeError, ValueError) as error:  # written by another version of the trainer
+            raise VbnfError(
+                f"cannot resume these training options ({error})", checkpoint_path
+            ) from error
         reporter.stage("resume", f"resuming at step {state.step} (epoch {state.epoch})")
     else:
         torch.manual_seed(options.seed)

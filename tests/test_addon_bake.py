@@ -494,6 +494,27 @@ def test_a_changed_material_asks_before_the_bake_drops_the_kept_views(
     assert job.kept == "1/4 views" and _work_state(work_dir)["views_done"] == 1
 
 
+def test_an_unexpected_error_in_the_modal_loop_releases_the_bake(
+    extension: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blender does not call cancel() after modal() raises: the lock must not outlive it."""
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "crash.blend")
+    _set_bake_settings(views=4, resolution=16)
+    work_dir = tmp_path / "crash.vbnf.bake"
+    harness = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
+    assert (work_dir / "bake.lock").is_file()
+
+    def broken_advance() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(harness.me._job, "advance", broken_advance)
+    with pytest.raises(RuntimeError, match="a bug"):
+        harness.send("TIMER")
+    assert not (work_dir / "bake.lock").exists() and not harness.status.running
+    assert bpy.ops.vbnf.bake_discard.poll() or not work_dir.exists()
+
+
 def test_a_second_bake_of_the_same_asset_is_refused_while_the_first_runs(
     extension: ModuleType, tmp_path: Path
 ) -> None:

@@ -278,6 +278,15 @@ def test_asset_names_keep_unicode_and_lose_only_what_file_systems_forbid() -> No
     assert decomposed == Path("/work/Sc\u00e9ne.vbnf")
 
 
+def test_settings_that_training_would_refuse_fail_before_the_capture() -> None:
+    settings = BakeSettings()
+    with pytest.raises(BakeError, match="batch rays must be at least 1, got 0"):
+        replace(settings, batch_rays=0).validate()
+    too_small = replace(settings, capture=replace(settings.capture, resolution_px=8))
+    with pytest.raises(BakeError, match="resolution must be at least 11 px"):
+        too_small.validate()
+
+
 def test_an_unsaved_file_needs_an_absolute_output_folder() -> None:
     with pytest.raises(BakeError, match=r"save the \.blend file first, or choose an output"):
         asset_path_for("", "", "Scene")

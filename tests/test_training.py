@@ -148,8 +148,18 @@ def test_bad_input_ends_with_a_clear_error_line(tmp_path: Path) -> None:
         ["train", "{data}", "-o", "{tmp}/run", "--lr", "-1"],
         ["train", "{data}", "-o", "{tmp}/run", "--hashed", "--bitwidth", "17"],
         ["report", "{data}", "-o", "{tmp}/report", "--methods", "nglod,vqad20"],
+        ["report", "{data}", "-o", "{tmp}/report", "--epochs", "0"],
+        ["report", "{data}", "-o", "{tmp}/report", "--min-level", "5", "--max-level", "3"],
     ],
-    ids=["synth-views", "batch-rays", "lr", "hashed-bits", "report-method"],
+    ids=[
+        "synth-views",
+        "batch-rays",
+        "lr",
+        "hashed-bits",
+        "report-method",
+        "report-epochs",
+        "report-levels",
+    ],
 )
 def test_bad_values_end_in_one_line_before_any_work(
     command: list[str], synthetic_dataset: Path, tmp_path: Path
@@ -171,6 +181,25 @@ def test_views_too_small_to_score_are_refused_before_training(tmp_path: Path) ->
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     result = run_core("eval", tmp_path / "run", data, check=False)
     assert result.returncode == 1 and "needs at least 11 px" in result.stderr
+
+
+def test_a_checkpoint_after_every_step_is_a_valid_interval() -> None:
+    assert TrainOptions(checkpoint_interval_s=0.0).checkpoint_interval_s == 0.0
+    with pytest.raises(ValueError, match="checkpoint interval must be at least 0 s"):
+        TrainOptions(checkpoint_interval_s=-1.0)
+
+
+def test_resuming_a_checkpoint_of_another_version_says_so(
+    trained_run: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    payload = torch.load(trained_run / "checkpoint.pt", weights_only=True)
+    payload["train_options"]["warmup_steps"] = 100  # an option this trainer does not know
+    torch.save(payload, run / "checkpoint.pt")
+    result = run_core("train", synthetic_dataset, "-o", run, "--resume", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot resume these training options" in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")

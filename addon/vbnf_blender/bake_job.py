@@ -38,7 +38,7 @@ import bpy
 
 from . import volume
 from .capture import CaptureJob, CaptureSettings, kept_views
-from .engine import VbnfError, atomic_write_bytes
+from .engine import SSIM_WINDOW, VbnfError, atomic_write_bytes
 from .training_process import (
     EXIT_CANCELLED,
     TrainingProcess,
@@ -115,6 +115,13 @@ class BakeSettings:
             raise BakeError(f"epochs must be at least 1, got {self.epochs}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise BakeError(f"cpu_threads must be at least 1, got {self.cpu_threads}")
+        if self.batch_rays is not None and self.batch_rays < 1:
+            raise BakeError(f"batch rays must be at least 1, got {self.batch_rays}")
+        if self.capture.resolution_px < SSIM_WINDOW:
+            raise BakeError(
+                f"resolution must be at least {SSIM_WINDOW} px (the held-out views are scored "
+                f"with SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window), got {self.capture.resolution_px}"
+            )
         self.capture.validate()
 
     def train_options(self) -> list[str]:

@@ -25,6 +25,7 @@ if _VENDORED:
     from .core.decoder import FieldDecoder
     from .core.errors import AssetError, VbnfError
     from .core.field_data import FieldData
+    from .core.metrics import SSIM_WINDOW
     from .core.vbnf import asset_info, cut_asset, read_asset
 else:
     from core import cameras, dataset
@@ -32,10 +33,12 @@ else:
     from core.decoder import FieldDecoder
     from core.errors import AssetError, VbnfError
     from core.field_data import FieldData
+    from core.metrics import SSIM_WINDOW
     from core.vbnf import asset_info, cut_asset, read_asset
 
 __all__ = [
     "ENGINE_ROOT",
+    "SSIM_WINDOW",
     "AssetError",
     "FieldData",
     "FieldDecoder",

@@ -17,6 +17,8 @@ fire, ``execute`` runs the same job to the end in the call.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,17 +204,18 @@ separate process and import it as a volume"""
         """Start the planned job and hand it to the timer."""
         job = self._job
         assert job is not None
-        job.start(self._plan)
-        if job.finished:
-            return self._finish(context, job)
-        window_manager: Any = context.window_manager
-        status = window_manager.vbnf_bake_status
-        status.running, status.cancel_requested = True, False
-        window_manager.progress_begin(0.0, 1.0)
-        self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
-        window_manager.modal_handler_add(self)
-        show_progress(context, job.progress)
-        return {"RUNNING_MODAL"}
+        with _released_on_error(self, context):
+            job.start(self._plan)
+            if job.finished:
+                return self._finish(context, job)
+            window_manager: Any = context.window_manager
+            status = window_manager.vbnf_bake_status
+            status.running, status.cancel_requested = True, False
+            window_manager.progress_begin(0.0, 1.0)
+            self._timer = window_manager.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+            window_manager.modal_handler_add(self)
+            show_progress(context, job.progress)
+            return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[OperatorReturnItems]:
         job = self._job
@@ -224,10 +227,11 @@ separate process and import it as a volume"""
             return {"PASS_THROUGH"}
         if _status(context).cancel_requested:
             job.cancel()
-        show_progress(context, job.advance())
-        if job.finished:
-            return self._finish(context, job)
-        return {"PASS_THROUGH"}
+        with _released_on_error(self, context):
+            show_progress(context, job.advance())
+            if job.finished:
+                return self._finish(context, job)
+            return {"PASS_THROUGH"}
 
     def cancel(self, context: bpy.types.Context) -> None:
         """Blender ends the operator (a file is loaded, the window closes, the confirmation
@@ -254,6 +258,21 @@ separate process and import it as a volume"""
         if context.workspace is not None:
             context.workspace.status_text_set(None)
         self._job = None
+
+
+@contextlib.contextmanager
+def _released_on_error(operator: Any, context: bpy.types.Context) -> Iterator[None]:
+    """An exception escaping ``invoke``/``modal`` ends the operator without Blender calling
+    ``cancel()``: release the job (the scene, the trainer, the work folder's lock, which would
+    otherwise block every later bake of the asset until Blender restarts) and the progress
+    display, then let the exception reach Blender's report."""
+    try:
+        yield
+    except BaseException:
+        if operator._job is not None:
+            operator._job.close()
+        operator._end_progress(context)
+        raise
 
 
 class VBNF_OT_bake_cancel(bpy.types.Operator):  # noqa: N801

@@ -92,6 +92,13 @@ def resolve(args: argparse.Namespace) -> tuple[RunSettings, list[Method]]:
         seed=args.seed,
         test_views=pick("test_views"),
     )
+    try:  # refuse bad numbers now, not after the first method has trained
+        settings.train_options()
+        for method in methods:
+            if method.trained:
+                settings.field_config(method)
+    except ValueError as error:
+        raise VbnfError(str(error)) from error
     return settings, list(dict.fromkeys(methods))
 
 
