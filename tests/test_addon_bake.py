@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -627,6 +628,23 @@ def test_the_cancel_button_keeps_the_checkpoint_and_the_next_bake_resumes_traini
     info = extension.engine.asset_info(tmp_path / "stop.vbnf")
     assert [level["level"] for level in info["levels"]] == list(LEVELS)
     assert not work_dir.exists()
+
+
+def test_blender_ending_the_bake_mid_training_keeps_the_newest_checkpoint(
+    extension: ModuleType, tmp_path: Path
+) -> None:
+    """Loading a file or closing the window ends the operator (``cancel``) without a timer
+    tick to wait on: the trainer still gets to write its checkpoint, and the state names it."""
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "ended.blend")
+    _set_bake_settings(views=4, resolution=16, epochs=20)
+    harness = _ModalHarness(extension, _small_batch_job(extension))
+    harness.tick_until(lambda: harness.status.epoch >= 1)  # a step trained: the trainer listens
+    extension.ops_bake.VBNF_OT_bake.cancel(harness.me, bpy.context)
+    assert not harness.status.running
+    work_dir = tmp_path / "ended.vbnf.bake"
+    checkpoint = torch.load(work_dir / "run" / "checkpoint.pt", weights_only=True)
+    assert _work_state(work_dir)["checkpoint_step"] == checkpoint["state"]["step"] >= 1
 
 
 def test_changed_capture_settings_start_over(extension: ModuleType, tmp_path: Path) -> None:

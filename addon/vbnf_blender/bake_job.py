@@ -67,6 +67,9 @@ from .work_folder import (
 )
 
 ASSET_SUFFIX = ".vbnf"
+# How long a bake that Blender ends mid-training waits for the trainer's checkpoint (Blender
+# is blocked meanwhile; the tests' trainers take well under a second).
+RELEASE_GRACE_S = 5.0
 TRAIN_POLL_INTERVAL_S = 0.2
 INTERPRETER_WAIT_S = 0.1
 # Shares of the overall progress bar.
@@ -481,11 +484,15 @@ class BakeJob:
         self._release()
 
     def _release(self) -> None:
-        """Restore the scene and end the child; idempotent."""
+        """Restore the scene and end the child, letting it write its checkpoint first (which
+        the state then names); idempotent."""
         self._stack.close()
         self._capture = None
-        if self._training is not None and self._training.returncode is None:
-            self._training.kill()
+        training = self._training
+        if training is not None and training.returncode is None:
+            training.end(RELEASE_GRACE_S)
+            status = training.status
+            self._record_checkpoint(status.checkpoint_step, status.steps_per_epoch)
 
     def close(self) -> None:
         """Release everything, whatever state the bake is in; then keep the work folder for

@@ -292,6 +292,19 @@ class TrainingProcess:
         else:
             self._process.terminate()
 
+    def end(self, grace_s: float) -> None:
+        """Stop the child and wait up to ``grace_s`` for it to write its checkpoint and exit,
+        then kill what is left, and fold its last events into ``status``: for a bake that
+        Blender ends (a file is loaded) and that cannot wait for the next timer tick."""
+        self.stop(grace_s)
+        try:
+            self._process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        for reader in self._readers:
+            reader.join(timeout=1.0)
+        self.poll()
+
     def kill(self) -> None:
         """End the child now (Blender is closing, or the add-on is being disabled)."""
         if self._process.poll() is None:
