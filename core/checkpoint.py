@@ -19,8 +19,8 @@ from .atomic import atomic_path
 from .errors import VbnfError
 from .field import FieldConfig, RadianceField
 from .octree import SparseOctree
+from .run_layout import CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 

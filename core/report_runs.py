@@ -20,12 +20,13 @@ from typing import Any, Literal
 
 from .atomic import atomic_write_bytes
 from .baselines import kmeans_quantize, low_rank
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import load_checkpoint
 from .dataset import Split, load_split
 from .errors import VbnfError
 from .evaluate import evaluate_levels
 from .field import MAX_BITWIDTH, FieldConfig, RadianceField, TrainableStore
 from .progress import ProgressReporter
+from .run_layout import ASSET_NAME, CHECKPOINT_NAME
 from .trainer import TrainOptions, prepare_run
 from .vbnf import asset_info, read_asset, write_asset
 
@@ -45,7 +46,6 @@ PARAMETER_LIMITS: dict[str, int] = {
     "hash": MAX_BITWIDTH["hashed"],
     "lra": FieldConfig.feature_dim,
 }
-ASSET_NAME = "asset.vbnf"
 ENTRY_NAME = "entry.json"
 RENDERS_NAME = "renders"
 

@@ -24,7 +24,7 @@ from types import FrameType
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .dataset import Split, camera_rays, depth_point_cloud, load_split
 from .errors import DatasetError, TrainingCancelled, VbnfError
 from .field import FieldConfig, RadianceField
@@ -33,6 +33,7 @@ from .octree import SparseOctree
 from .progress import ProgressReporter
 from .raymarch import OctreeTracer, normalize_rays
 from .render import RayBatch, render_rays
+from .run_layout import CHECKPOINT_NAME
 
 NORMALIZED_EXTENT = 0.9  # the point cloud fills [-0.9, 0.9]^3, leaving room for dilation
 

@@ -38,15 +38,20 @@ import bpy
 
 from . import volume
 from .capture import CaptureJob, CaptureSettings, kept_views
-from .engine import SSIM_WINDOW, VbnfError, atomic_write_bytes
-from .training_process import (
+from .engine import (
+    CHECKPOINT_NAME,
     EXIT_CANCELLED,
+    MAX_LEVEL,
+    SSIM_WINDOW,
+    VbnfError,
+    atomic_write_bytes,
+)
+from .training_process import (
     TrainingProcess,
     find_interpreter,
     train_command,
 )
 from .work_folder import (
-    CHECKPOINT_NAME,
     DATASET_NAME,
     RUN_NAME,
     STATE_NAME,
@@ -107,9 +112,9 @@ class BakeSettings:
 
     def validate(self) -> None:
         """Fail before the capture on what training would only reject minutes later."""
-        if not 0 <= self.min_level <= self.max_level <= 12:
+        if not 0 <= self.min_level <= self.max_level <= MAX_LEVEL:
             raise BakeError(
-                f"levels must satisfy 0 <= coarsest <= finest <= 12, "
+                f"levels must satisfy 0 <= coarsest <= finest <= {MAX_LEVEL}, "
                 f"got {self.min_level}..{self.max_level}"
             )
         if not 1 <= self.bitwidth <= 8:

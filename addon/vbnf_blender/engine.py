@@ -22,25 +22,32 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
 if _VENDORED:
     from .core import cameras, dataset
     from .core.atomic import atomic_path, atomic_write_bytes
+    from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
     from .core.decoder import FieldDecoder
     from .core.errors import AssetError, VbnfError
-    from .core.field_data import FieldData
     from .core.metrics import SSIM_WINDOW
+    from .core.run_layout import CHECKPOINT_NAME
     from .core.vbnf import asset_info, cut_asset, read_asset
+    from .core.vbnf.spec import MAX_LEVEL
 else:
     from core import cameras, dataset
     from core.atomic import atomic_path, atomic_write_bytes
+    from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
     from core.decoder import FieldDecoder
     from core.errors import AssetError, VbnfError
-    from core.field_data import FieldData
     from core.metrics import SSIM_WINDOW
+    from core.run_layout import CHECKPOINT_NAME
     from core.vbnf import asset_info, cut_asset, read_asset
+    from core.vbnf.spec import MAX_LEVEL
 
 __all__ = [
+    "CHECKPOINT_NAME",
     "ENGINE_ROOT",
+    "EXIT_CANCELLED",
+    "EXIT_USER_ERROR",
+    "MAX_LEVEL",
     "SSIM_WINDOW",
     "AssetError",
-    "FieldData",
     "FieldDecoder",
     "VbnfError",
     "asset_info",

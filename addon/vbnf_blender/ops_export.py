@@ -14,7 +14,7 @@ from bpy.props import BoolProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import volume
-from .engine import VbnfError, atomic_write_bytes, cut_asset
+from .engine import MAX_LEVEL, VbnfError, atomic_write_bytes, cut_asset
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -43,7 +43,7 @@ class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):  # noqa: N801  # B
         default=False,
     )
     level: IntProperty(  # type: ignore[valid-type]
-        name="Level", description="Finest level kept when cutting", default=0, min=0, max=12
+        name="Level", description="Finest level kept when cutting", default=0, min=0, max=MAX_LEVEL
     )
 
     @classmethod

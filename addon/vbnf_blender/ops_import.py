@@ -10,7 +10,7 @@ from bpy.props import IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from . import volume
-from .engine import VbnfError
+from .engine import MAX_LEVEL, VbnfError
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -30,7 +30,7 @@ class IMPORT_SCENE_OT_vbnf(bpy.types.Operator, ImportHelper):  # type: ignore[mi
         description="Level of detail shown first; -1: the finest level in the file",
         default=-1,
         min=-1,
-        max=12,
+        max=MAX_LEVEL,
     )
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:

@@ -28,10 +28,8 @@ from bpy.props import (
 
 from . import volume
 from .bake_job import BakeSettings
-from .engine import VbnfError
+from .engine import MAX_LEVEL, VbnfError
 
-# The engine's octree and file format allow levels 0..12.
-MAX_LEVEL = 12
 _DEFAULTS = BakeSettings()
 
 

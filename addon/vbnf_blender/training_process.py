@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .engine import ENGINE_ROOT, VbnfError
+from .engine import EXIT_CANCELLED as EXIT_CANCELLED  # the trainer's exit codes, for callers
+from .engine import EXIT_USER_ERROR as EXIT_USER_ERROR
 
-EXIT_USER_ERROR = 1
-EXIT_CANCELLED = 130
 STOP_GRACE_S = 10.0
 CHECK_TIMEOUT_S = 120.0
 STDERR_TAIL_LINES = 20

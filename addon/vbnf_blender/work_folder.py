@@ -49,8 +49,6 @@ STATE_NAME = "bake.json"
 STATE_VERSION = 2
 LOCK_NAME = "bake.lock"
 DATASET_NAME, RUN_NAME = "dataset", "run"
-# core.checkpoint.CHECKPOINT_NAME; that module imports torch, which Blender's Python lacks.
-CHECKPOINT_NAME = "checkpoint.pt"
 # The panel's lines for the last few state files it drew (one per scene the user switches to).
 RESUME_LINE_CACHE_SIZE = 8
 

@@ -15,12 +15,11 @@ from ..evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..field import FieldConfig, RadianceField, TrainableStore
 from ..gpu.backend import BACKEND_CHOICES, Backend, require_device
 from ..progress import ProgressReporter
+from ..run_layout import ASSET_NAME, METRICS_NAME
 from ..trainer import TrainOptions, prepare_run
 from ..vbnf import asset_info, read_asset, write_asset
 
 HELP = "train a VQ-AD (or uncompressed) radiance field from an RGB-D dataset"
-ASSET_NAME = "asset.vbnf"
-METRICS_NAME = "metrics.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
