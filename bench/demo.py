@@ -44,7 +44,7 @@ from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings  # noqa: E
 from vbnf_blender.capture import CaptureSettings  # noqa: E402
 
 from core.atomic import atomic_write_bytes  # noqa: E402
-from core.dataset import Split, load_split  # noqa: E402
+from core.dataset import Split, load_split, read_rgba_png  # noqa: E402
 from core.metrics import over_white, premultiply, psnr  # noqa: E402
 
 RENDER_SAMPLES = 16
@@ -180,14 +180,9 @@ def render_views(scene: bpy.types.Scene, camera: Any, split: Split, folder: Path
     return paths
 
 
-def read_rgba(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-
-
 def mean_psnr(renders: list[Path], split: Split) -> float:
     scores = [
-        psnr(over_white(premultiply(read_rgba(path))), over_white(premultiply(reference)))
+        psnr(over_white(premultiply(read_rgba_png(path))), over_white(premultiply(reference)))
         for path, reference in zip(renders, split.rgba, strict=True)
     ]
     return float(np.mean(scores))
@@ -226,7 +221,7 @@ def contact_sheet(split: Split, renders: dict[int, list[Path]], path: Path) -> N
     """Ground truth, then each level, left to right; one row per test view; over white."""
     columns = [("ground truth", [_over_white_image(rgba) for rgba in split.rgba])]
     columns += [
-        (f"level {level}", [_over_white_image(read_rgba(p)) for p in paths])
+        (f"level {level}", [_over_white_image(read_rgba_png(p)) for p in paths])
         for level, paths in sorted(renders.items())
     ]
     rows = min(SHEET_VIEWS, len(split.rgba))

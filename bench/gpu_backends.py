@@ -37,7 +37,7 @@ from core.progress import ProgressReporter
 from core.raymarch import OctreeTracer
 from core.render import DEFAULT_TERMINATION, RayBatch, rays_for_camera, render_image
 from core.synthetic import write_synthetic_dataset
-from core.trainer import Trainer, TrainOptions, build_field, training_rays
+from core.trainer import Trainer, TrainOptions, prepare_run
 
 FRAME_FULL = (1280, 720)
 FRAME_QUICK = (64, 36)
@@ -140,15 +140,13 @@ def median_seconds(device: torch.device, repeats: int, work: Callable[[], object
 def make_trainer(
     data: Path, train: Split, settings: Settings, variant: Variant, bits: int
 ) -> Trainer:
-    torch.manual_seed(0)
     config = replace(settings.config, bitwidth=bits)
-    field = build_field(train, config, TrainOptions().dilation, data)
     options = TrainOptions(
         batch_rays=settings.batch_rays, device=str(settings.device), backend=variant.backend
     )
-    rays = training_rays(train, field, str(settings.device))
     reporter = ProgressReporter(1, interval_s=1e9, stream=io.StringIO())
-    trainer = Trainer(field, rays, options, Path(tempfile.mkdtemp(prefix="vbnf_bench_")), reporter)
+    out_dir = Path(tempfile.mkdtemp(prefix="vbnf_bench_"))
+    trainer = prepare_run(data, out_dir, config, options, False, reporter, train)
     if variant.torch_gather:
         trainer.backend = replace(trainer.backend, gather=TORCH_GATHER)
     return trainer

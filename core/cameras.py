@@ -10,7 +10,7 @@ Conventions match ``core.dataset``: a pose is a 4x4 camera-to-world matrix of a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,12 +75,14 @@ def bounding_sphere(parts: Sequence[LocalPoints]) -> BoundingSphere:
     return BoundingSphere(center, math.sqrt(radius_sq))
 
 
-def _world_points(parts: Sequence[LocalPoints]) -> list[np.ndarray]:
-    return [
+def _world_points(parts: Sequence[LocalPoints]) -> Iterator[np.ndarray]:
+    """Each part's points in world space, one part at a time (a generator, so a pass holds one
+    object's vertices, not all of them)."""
+    return (
         local @ matrix[:3, :3].T + matrix[:3, 3]
         for local, matrix in parts
         if len(local)  # an empty mesh contributes nothing
-    ]
+    )
 
 
 def fibonacci_directions(

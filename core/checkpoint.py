@@ -69,8 +69,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise VbnfError("no checkpoint here", path)
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+    try:  # to the CPU: the octree is built there, and the model moves once, at the end
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         version = payload["format_version"]
     except Exception as error:  # torch raises many unrelated types for damaged pickles
         raise VbnfError(f"not a readable VBNF checkpoint ({error})", path) from error

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cameras import fibonacci_directions
-from .field_data import FieldData, LevelData, encode_view_directions, hashed_indices
+from .field_data import FieldData, LevelData, encode_view_directions
 from .octree import SparseOctree, locate
 
 AVERAGING_DIRECTION_COUNT = 32
@@ -46,11 +46,7 @@ class _LevelTable:
     @classmethod
     def of(cls, level: LevelData, octree: SparseOctree) -> _LevelTable:
         corners = octree.corners(level.level)
-        rows: np.ndarray | None = None
-        if level.kind == "codebook" and level.indices is not None:
-            rows = level.indices
-        elif level.kind == "hashed" and level.codebook is not None:
-            rows = hashed_indices(corners, int(level.codebook.shape[0]).bit_length() - 1)
+        rows = level.corner_rows(corners)
         if rows is None:
             table = level.corner_features(corners)
         else:

@@ -239,16 +239,17 @@ class RadianceField(nn.Module):
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         total = points.new_zeros(points.shape[0], self.config.feature_dim)
-        inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        inside: torch.Tensor | None = None  # set by level 0, which every lod includes
         for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
             cell, corner_ids, weights = gather.corners(index, points)
-            if depth == 0:
+            if inside is None:
                 inside = cell >= 0
             if tables is None:
                 rows, local_ids = touched_rows(corner_ids, index.num_corners)
                 total = total + gather.interpolate(weights, local_ids, store(rows))
             else:
                 total = total + gather.interpolate(weights, corner_ids, tables[depth])
+        assert inside is not None
         return total, inside
 
     def corner_tables(self, lod: int) -> list[torch.Tensor]:

@@ -64,14 +64,22 @@ class LevelData:
     def corner_features(self, corners: np.ndarray) -> np.ndarray:
         """Feature vectors [M, k] of this level's corners (``corners`` as integer coordinates,
         needed only by the hashed store)."""
+        rows = self.corner_rows(corners)
+        if rows is not None:
+            return _required(self.codebook, "codebook")[rows]
         if self.kind == "dense":
             return _required(self.features, "features")
+        return _required(self.coefficients, "coefficients") @ _required(self.basis, "basis")
+
+    def corner_rows(self, corners: np.ndarray) -> np.ndarray | None:
+        """The codebook row [M] of each corner for the codebook and hashed stores (learned or
+        hashed from ``corners``); None for stores that hold a vector per corner."""
         if self.kind == "codebook":
-            return _required(self.codebook, "codebook")[_required(self.indices, "indices")]
-        if self.kind == "lowrank":
-            return _required(self.coefficients, "coefficients") @ _required(self.basis, "basis")
-        codebook = _required(self.codebook, "codebook")
-        return codebook[hashed_indices(corners, int(np.log2(codebook.shape[0])))]
+            return _required(self.indices, "indices")
+        if self.kind == "hashed":
+            entries = int(_required(self.codebook, "codebook").shape[0])
+            return hashed_indices(corners, entries.bit_length() - 1)
+        return None
 
 
 @dataclass

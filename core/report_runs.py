@@ -23,7 +23,7 @@ from .baselines import kmeans_quantize, low_rank
 from .checkpoint import load_checkpoint
 from .dataset import Split, load_split
 from .errors import VbnfError
-from .evaluate import evaluate_levels
+from .evaluate import check_scorable, evaluate_levels
 from .field import MAX_BITWIDTH, FieldConfig, RadianceField, TrainableStore
 from .progress import ProgressReporter
 from .run_layout import ASSET_NAME, CHECKPOINT_NAME
@@ -122,8 +122,10 @@ def log(message: str) -> None:
 
 
 def scored_test_views(dataset_dir: Path, views: int) -> Split:
-    """The first ``views`` test views (all when 0): evaluation dominates a CPU report's time."""
+    """The first ``views`` test views (all when 0): evaluation dominates a CPU report's time.
+    Views too small to score are refused here, before any method trains."""
     split = load_split(dataset_dir, "test")
+    check_scorable(split, dataset_dir)
     if not 0 < views < len(split):
         return split
     return Split(
@@ -140,6 +142,7 @@ def run_method(
     dataset_dir: Path,
     run_dir: Path,
     settings: RunSettings,
+    train: Split,
     test: Split,
     uncompressed_asset: Path | None,
 ) -> dict[str, Any]:
@@ -151,7 +154,7 @@ def run_method(
     if entry.get("asset") != made_by or not asset_path.is_file():
         entry = {"asset": made_by, "train_seconds": 0.0}
         if method.trained:
-            entry["train_seconds"] = _train(method, dataset_dir, run_dir, settings)
+            entry["train_seconds"] = _train(method, dataset_dir, train, run_dir, settings)
         else:
             assert uncompressed_asset is not None, "post-hoc methods need the uncompressed run"
             log(f"{method.key}: compressing {uncompressed_asset}")
@@ -186,14 +189,16 @@ def _asset_fingerprint(
     return fingerprint
 
 
-def _train(method: Method, dataset_dir: Path, run_dir: Path, settings: RunSettings) -> float:
+def _train(
+    method: Method, dataset_dir: Path, train: Split, run_dir: Path, settings: RunSettings
+) -> float:
     """Train (resuming a compatible shorter run in ``run_dir``), write the asset; wall seconds
     of training, including earlier sessions of a resumed run."""
     config, options = settings.field_config(method), settings.train_options()
     resume = _resumable(run_dir, config, options)
     log(f"{method.key}: {'resuming' if resume else 'training'} to {options.epochs} epochs")
     reporter = ProgressReporter(1)
-    trainer = prepare_run(dataset_dir, run_dir, config, options, resume, reporter)
+    trainer = prepare_run(dataset_dir, run_dir, config, options, resume, reporter, train)
     state = trainer.run()
     write_asset(trainer.field.cpu().to_field_data(), run_dir / ASSET_NAME)
     return float(state.elapsed_s)

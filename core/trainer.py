@@ -265,10 +265,13 @@ def prepare_run(
     options: TrainOptions,
     resume: bool,
     reporter: ProgressReporter,
+    train: Split | None = None,
 ) -> Trainer:
-    """Load the dataset and either build a new field or pick up the checkpoint in ``out_dir``."""
-    reporter.stage("load", f"loading dataset {data_dir}")
-    train = load_split(Path(data_dir), "train")
+    """Load the dataset (unless the caller passes its ``train`` split, already loaded) and
+    either build a new field or pick up the checkpoint in ``out_dir``."""
+    if train is None:
+        reporter.stage("load", f"loading dataset {data_dir}")
+        train = load_split(Path(data_dir), "train")
     checkpoint_path = Path(out_dir) / CHECKPOINT_NAME
     if resume:
         if not checkpoint_path.is_file():

@@ -139,7 +139,7 @@ def _run_scene(
     uncompressed_asset = None
     for method in methods:
         result = run_method(
-            method, dataset_dir, runs_dir / method.key, settings, test, uncompressed_asset
+            method, dataset_dir, runs_dir / method.key, settings, train, test, uncompressed_asset
         )
         if method.family == UNCOMPRESSED:
             uncompressed_asset = Path(result["asset"])

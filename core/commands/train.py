@@ -124,12 +124,16 @@ def run(args: argparse.Namespace) -> int:
         options, config = train_options(args), field_config(args)
         test = load_split(args.data_dir, "test")
         check_scorable(test, args.data_dir)  # before training, not after it
-        trainer = prepare_run(args.data_dir, args.out, config, options, args.resume, reporter)
+        reporter.stage("load", f"loading dataset {args.data_dir}")
+        train = load_split(args.data_dir, "train")
+        trainer = prepare_run(
+            args.data_dir, args.out, config, options, args.resume, reporter, train
+        )
         reporter.stage(
             "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
         )
         state = trainer.run()
-        metrics = finish(trainer.field, trainer.backend, test, args, reporter)
+        metrics = finish(trainer.field, trainer.backend, train, test, args, reporter)
     except TrainingCancelled as cancelled:
         reporter.emit("cancelled", message=str(cancelled))
         raise
@@ -149,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
 def finish(
     field: RadianceField,
     backend: Backend,
+    train: Split,
     test: Split,
     args: argparse.Namespace,
     reporter: ProgressReporter,
@@ -161,7 +166,6 @@ def finish(
     reporter.stage("eval", "scoring the asset on the test views")
     started = time.monotonic()
     shipped = RadianceField.from_field_data(read_asset(asset_path).field).to(args.device)
-    train = load_split(args.data_dir, "train")
     scores = evaluate_levels(shipped, test, backend=backend)
     for score in scores:
         reporter.emit("level", **score.to_dict())
