@@ -1,16 +1,25 @@
 """Small Blender scenes built in code, and a dump of scene state, for tests that use real bpy.
 
 Built with bmesh and the data API rather than ``bpy.ops`` primitives, so they need no window,
-selection or active object and behave the same under the bpy module and ``blender -b``.
+selection or active object and behave the same under the bpy module and ``blender -b``: with
+the extension's own builders (``vbnf_blender.scenes``, imported from the checkout).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import bpy
+
+ADDON_DIR = Path(__file__).resolve().parents[1] / "addon"
+if str(ADDON_DIR) not in sys.path:
+    sys.path.insert(0, str(ADDON_DIR))
+
+from vbnf_blender import scenes as extension_scenes  # noqa: E402
 
 # bpy.data collections whose size a capture must not change.
 DATA_COLLECTIONS = (
@@ -39,23 +48,15 @@ def add_mesh_object(
     subdivisions: int = 0,
     **build_args: Any,
 ) -> bpy.types.Object:
-    """Object from a bmesh primitive (``build`` names a ``bmesh.ops.create_*`` function).
+    """Object from a bmesh primitive (``build`` names a ``bmesh.ops.create_*`` function) in
+    the current scene.
 
     ``subdivisions`` adds a Subdivision Surface modifier, so tests exercise evaluated geometry.
     """
-    import bmesh  # importable only once bpy is
-
-    mesh = bpy.data.meshes.new(name)
-    bm = bmesh.new()
-    getattr(bmesh.ops, f"create_{build}")(bm, **build_args)
-    bm.to_mesh(mesh)
-    bm.free()
-    obj = bpy.data.objects.new(name, mesh)
-    obj.location = location
+    obj = extension_scenes.add_mesh(bpy.context.scene, name, build, location, **build_args)
     if subdivisions:
         modifier = obj.modifiers.new("Subdivision", "SUBSURF")
         modifier.levels = modifier.render_levels = subdivisions  # type: ignore[attr-defined]
-    bpy.context.scene.collection.objects.link(obj)
     return obj
 
 
@@ -95,18 +96,18 @@ def add_sun(name: str = "Sun", strength: float = 3.0) -> bpy.types.Object:
 
 
 def set_emission(obj: bpy.types.Object, rgb: tuple[float, float, float]) -> None:
-    """Give the object a flat emissive colour: its pixels then do not depend on lighting."""
-    material = bpy.data.materials.new(f"{obj.name} emission")
-    tree = material.node_tree
-    if tree is None:  # Blender < 5.0 creates material node trees only on request
-        material.use_nodes = True
-        tree = material.node_tree
-    assert tree is not None
-    bsdf: Any = tree.nodes["Principled BSDF"]
-    bsdf.inputs["Base Color"].default_value = (0.0, 0.0, 0.0, 1.0)
-    bsdf.inputs["Emission Color"].default_value = (*rgb, 1.0)
-    bsdf.inputs["Emission Strength"].default_value = 1.0
-    obj.data.materials.append(material)  # type: ignore[union-attr]
+    """Give the object a flat emissive colour (a material named ``<object> emission``): its
+    pixels then do not depend on lighting."""
+    emission = {"Emission Color": (*rgb, 1.0), "Emission Strength": 1.0}
+    material = extension_scenes.principled(f"{obj.name} emission", (0.0, 0.0, 0.0), emission)
+    extension_scenes.assign(obj, material)
+
+
+def ended_process_id() -> int:
+    """The id of a process that has ended (a lock it held is stale)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def suzanne_and_cube_scene() -> bpy.types.Scene:

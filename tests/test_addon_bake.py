@@ -300,6 +300,7 @@ class _ModalHarness:
         self.me = SimpleNamespace(_job=job, _timer=None)
         self.me.report = lambda kind, text: self.reports.append((kind, text))
         self.me._finish = partial(operator._finish, self.me)
+        self.me._report_outcome = partial(operator._report_outcome, self.me)
         self.me._end_progress = partial(operator._end_progress, self.me)
         self._modal = partial(operator.modal, self.me, bpy.context)
         self.status: Any = bpy.context.window_manager.vbnf_bake_status  # type: ignore[union-attr]
@@ -495,6 +496,42 @@ def test_a_changed_material_asks_before_the_bake_drops_the_kept_views(
     assert job.kept == "1/4 views" and _work_state(work_dir)["views_done"] == 1
 
 
+def test_a_resumed_bake_plans_its_capture_once_unless_the_scene_may_have_changed(
+    extension: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tiny_scene()
+    scenes.save_blend(tmp_path / "once.blend")
+    _set_bake_settings(views=4, resolution=16)
+    _cancel_during_capture(extension, views=1)
+    work_dir = tmp_path / "once.vbnf.bake"
+    kept = _view_files(work_dir)
+    capture = extension.capture
+    plans: list[Any] = []
+    plan = capture._plan
+
+    def counted_plan(*args: Any) -> Any:
+        plans.append(args)
+        return plan(*args)
+
+    monkeypatch.setattr(capture, "_plan", counted_plan)
+
+    def capture_plans(start: Callable[[Any], None]) -> int:
+        """How often a bake started by ``start`` planned the capture, which kept the view."""
+        plans.clear()
+        job = extension.ops_bake.make_job(bpy.context)
+        start(job)
+        assert job.stage == "capture" and job.resume_note == "resumed from 1/4 views"
+        job.cancel()
+        job.advance()
+        job.close()
+        assert job.kept == "1/4 views" and _view_files(work_dir) == kept
+        return len(plans)
+
+    assert capture_plans(lambda job: job.start()) == 1  # planned in start: the plan is reused
+    assert capture_plans(lambda job: job.start(job.plan(), just_planned=True)) == 1
+    assert capture_plans(lambda job: job.start(job.plan())) == 2  # after a confirmation
+
+
 def test_an_unexpected_error_in_the_modal_loop_releases_the_bake(
     extension: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -541,7 +578,7 @@ def test_a_second_bake_of_the_same_asset_is_refused_while_the_first_runs(
     # A bake that died without closing leaves its lock; its process is gone, so it is taken.
     work_dir.mkdir()
     (work_dir / "bake.lock").write_text(
-        json.dumps({"pid": _ended_process_id(), "host": socket.gethostname()})
+        json.dumps({"pid": scenes.ended_process_id(), "host": socket.gethostname()})
     )
     third = extension.ops_bake.make_job(bpy.context)
     third.start()
@@ -550,12 +587,6 @@ def test_a_second_bake_of_the_same_asset_is_refused_while_the_first_runs(
     third.advance()
     third.close()
     assert not work_dir.exists()
-
-
-def _ended_process_id() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def _small_batch_job(extension: ModuleType, asset_path: Path | None = None) -> Any:
@@ -711,6 +742,36 @@ def test_the_panel_shows_a_kept_bake_and_discard_deletes_it(
     assert bpy.ops.vbnf.bake_discard() == {"FINISHED"}
     assert not (tmp_path / "discard.vbnf.bake").exists()
     assert not bpy.ops.vbnf.bake_discard.poll()
+
+
+def test_the_asset_digest_is_remembered_until_the_file_is_rewritten(
+    extension: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = extension.volume
+    asset = tmp_path / "digest.vbnf"
+    asset.write_bytes(b"first version")
+    first = volume.asset_digest(asset)
+    reads: list[Path] = []
+    read_file = volume._read_file
+    monkeypatch.setattr(volume, "_read_file", lambda path: reads.append(path) or read_file(path))
+    assert volume.asset_digest(asset) == first and reads == []  # not hashed again
+    extension.engine.atomic_write_bytes(asset, b"second version")
+    second = volume.asset_digest(asset)
+    assert second != first and reads == [asset.resolve()]
+    assert volume.asset_digest(asset) == second and len(reads) == 1
+
+
+def test_importing_a_missing_file_names_it(extension: ModuleType, tmp_path: Path) -> None:
+    addon_extension.reset_file()
+    missing = tmp_path / "missing.vbnf"
+    with pytest.raises(extension.engine.AssetError, match=r"missing\.vbnf: cannot open"):
+        extension.volume.import_asset(missing, bpy.context.scene.collection)
+    assert len(bpy.data.objects) == 0 and len(bpy.data.volumes) == 0
+
+
+def test_the_panel_and_the_status_bar_write_times_alike(extension: ModuleType) -> None:
+    assert extension.panels.format_seconds is extension.ops_bake.format_seconds
+    assert extension.ops_bake.format_seconds(59.6) == "1:00"
 
 
 def test_status_line_says_what_the_bake_does(extension: ModuleType) -> None:

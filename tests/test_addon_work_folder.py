@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ADDON_DIR = Path(__file__).resolve().parents[1] / "addon"
 if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
+import blender_scenes as scenes  # noqa: E402
+from vbnf_blender import capture_record  # noqa: E402
 from vbnf_blender import work_folder as wf  # noqa: E402
 from vbnf_blender.bake_job import BakeError, BakeSettings, asset_path_for  # noqa: E402
+from vbnf_blender.engine import dataset  # noqa: E402
 
 SETTINGS = BakeSettings(epochs=10)
 
@@ -210,10 +213,27 @@ def test_clear_and_discard_remove_what_a_bake_wrote(tmp_path: Path) -> None:
     wf.discard(work_dir)  # nothing to discard is not an error
 
 
-def _ended_process_id() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
+def test_a_resumed_capture_keeps_the_views_it_said_it_would(tmp_path: Path) -> None:
+    """``kept_views_of`` (what the Bake button promises) and ``views_to_render`` (what the
+    capture then does) judge the kept record by the same test, even one with parts this
+    version does not know."""
+    parts = dict.fromkeys(capture_record.SCENE_PARTS, "digest")
+    record = parts | {"objects": {"Cube": dict.fromkeys(capture_record.OBJECT_PARTS, "digest")}}
+    stored = parts | {
+        "future part": "digest",
+        "objects": {"Cube": dict.fromkeys([*capture_record.OBJECT_PARTS, "future"], "digest")},
+    }
+    (tmp_path / capture_record.PLAN_RECORD_NAME).write_text(json.dumps(stored))
+    frame = dataset.FrameRecord("train/r_000", "train/r_000_depth.exr", np.eye(4))
+    views = [capture_record.View("train", frame)]
+    (tmp_path / "train").mkdir()
+    for path in capture_record.view_files(tmp_path, frame):
+        path.write_bytes(b"rendered")
+    assert capture_record.kept_views_of(tmp_path, views, record) == capture_record.KeptViews(1)
+    assert capture_record.views_to_render(tmp_path, views, record, resume=True) == []
+    assert all(path.is_file() for path in capture_record.view_files(tmp_path, frame))
+    assert capture_record.views_to_render(tmp_path, views, record, resume=False) == views
+    assert not any(path.exists() for path in capture_record.view_files(tmp_path, frame))
 
 
 def test_the_lock_keeps_a_second_bake_out_until_released(tmp_path: Path) -> None:
@@ -235,7 +255,7 @@ def test_the_lock_keeps_a_second_bake_out_until_released(tmp_path: Path) -> None
 
 def test_a_lock_whose_process_ended_is_taken_over(tmp_path: Path) -> None:
     lock = tmp_path / wf.LOCK_NAME
-    lock.write_text(json.dumps({"pid": _ended_process_id(), "host": socket.gethostname()}))
+    lock.write_text(json.dumps({"pid": scenes.ended_process_id(), "host": socket.gethostname()}))
     assert wf.lock_holder(tmp_path) is None
     wf.acquire_lock(tmp_path)
     assert json.loads(lock.read_text())["pid"] == os.getpid()

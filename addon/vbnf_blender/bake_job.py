@@ -37,7 +37,7 @@ from typing import Any
 import bpy
 
 from . import volume
-from .capture import CaptureJob, CaptureSettings, kept_views
+from .capture import CaptureJob, CapturePlan, CaptureSettings, plan_capture
 from .engine import (
     CHECKPOINT_NAME,
     EXIT_CANCELLED,
@@ -263,6 +263,7 @@ class BakeJob:
         self._import_into = import_into
         self._stack = contextlib.ExitStack()
         self._capture: CaptureJob | None = None
+        self._capture_plan: CapturePlan | None = None  # the last plan()'s, for start()
         self._interpreter: concurrent.futures.Future[str] | None = None
         self._training: TrainingProcess | None = None
         self._state: BakeState | None = None
@@ -292,6 +293,7 @@ class BakeJob:
         decided without changing the folder or the scene. Raises :class:`WorkFolderBusy`
         while another bake holds the folder, :class:`VbnfError` when the scene cannot be
         captured."""
+        self._capture_plan = None
         check_free(self.work_dir)
         try:
             kept = read_state(self.work_dir)
@@ -301,9 +303,10 @@ class BakeJob:
             return ResumePlan()
         if not self._resume:
             return start_over(f"the kept {kept.summary()}", "a restart was asked for")
-        views = kept_views(
-            self.scene, self.dataset_dir, self.settings.capture, self._capture_objects()
+        self._capture_plan = plan_capture(
+            self.scene, self.settings.capture, self._capture_objects()
         )
+        views = self._capture_plan.kept_views(self.dataset_dir)
         return plan_resume(
             kept,
             self._new_state(ResumePlan()),  # this bake's settings, nothing done yet
@@ -312,14 +315,22 @@ class BakeJob:
             checkpoint_exists=(self.run_dir / CHECKPOINT_NAME).is_file(),
         )
 
-    def start(self, plan: ResumePlan | None = None) -> None:
+    def start(self, plan: ResumePlan | None = None, *, just_planned: bool = False) -> None:
         """Take the work folder, apply ``plan`` to it (by default :meth:`plan`'s), set the scene
-        up for the capture, and start checking the interpreter."""
+        up for the capture, and start checking the interpreter.
+
+        The capture reuses the cameras and record :meth:`plan` worked out only when nothing
+        can have changed the scene since: when ``plan`` is None (planned here), or when the
+        caller says so with ``just_planned`` (it called :meth:`plan` in the same call, with no
+        confirmation asked in between); otherwise the capture plans again."""
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._interpreter = executor.submit(find_interpreter, self._python_preference)
         executor.shutdown(wait=False)
         try:
-            plan = self.plan() if plan is None else plan
+            if plan is None:
+                plan, just_planned = self.plan(), True
+            capture_plan = self._capture_plan if just_planned else None
+            self._capture_plan = None  # the scene may change before another start
             acquire_lock(self.work_dir)
             self._locked = True
             self._state = self._new_state(plan)
@@ -333,6 +344,7 @@ class BakeJob:
                     self.settings.capture,
                     self._capture_objects(),
                     resume=plan.keep_views,
+                    plan=capture_plan,
                 )
             )
         except (VbnfError, OSError) as error:
@@ -509,13 +521,12 @@ class BakeJob:
         if not self._locked:
             return
         state = self._state
-        keep = self.stage != "done" and state is not None and state.has_work
-        if keep:
+        if self.stage != "done" and state is not None and state.has_work:
             self._save_state()
-            self.kept = None if state is None else state.summary()
+            self.kept = state.summary()
         release_lock(self.work_dir)
         self._locked = False
-        if keep:
+        if self.kept is not None:
             return
         # A leftover folder costs disk space, not correctness: its state goes first.
         with contextlib.suppress(VbnfError, OSError):

@@ -17,7 +17,8 @@ and cancel between views; ``capture_dataset`` drives it to the end for headless 
 Views are planned deterministically from the settings and the targets' bounds, and each view's
 files are renamed into place whole, so an interrupted capture can be resumed view by view
 (``resume=True``). Which rendered views a resume may keep is decided in ``capture_record.py``,
-from a record of what the views depend on; ``kept_views`` asks it without rendering.
+from a record of what the views depend on; ``kept_views`` asks it without rendering. A caller
+that asks and then captures at once may make the plan once (``plan_capture``) for both.
 """
 
 from __future__ import annotations
@@ -102,13 +103,25 @@ class CaptureProgress:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """The views of one capture and the record of what they depend on."""
+class CapturePlan:
+    """The views of one capture and the record of what they depend on (``plan_capture``).
 
+    It holds the scene's objects and describes the scene as it was planned: a capture may be
+    given it only while nothing could have changed the scene since (no user interaction, no
+    timer in between); otherwise it must plan again.
+    """
+
+    settings: CaptureSettings
     view_plan: cameras.ViewPlan
     targets: list[bpy.types.Object]
     views: list[View]
     record: dict[str, Any]
+
+    def kept_views(self, out_dir: str | Path) -> capture_record.KeptViews:
+        """What a capture of this plan with ``resume=True`` would keep of ``out_dir``, decided
+        without changing the folder."""
+        out_dir = Path(out_dir).expanduser().resolve()
+        return capture_record.kept_views_of(out_dir, self.views, self.record)
 
 
 class _SettingsPatch:
@@ -146,6 +159,9 @@ class CaptureJob:
     scene up; leaving restores it whatever happened. The transforms files are written once the
     last view is in place (on entering, when ``resume`` kept every view), so a folder holding
     them is always a complete dataset.
+
+    ``plan`` is one :func:`plan_capture` just made of the same scene, settings and objects (see
+    :class:`CapturePlan` for when it may be reused); by default entering makes it.
     """
 
     def __init__(
@@ -155,11 +171,15 @@ class CaptureJob:
         settings: CaptureSettings | None = None,
         objects: Iterable[bpy.types.Object] | None = None,
         resume: bool = False,
+        plan: CapturePlan | None = None,
     ) -> None:
         self.scene = scene
         self.out_dir = Path(out_dir).expanduser().resolve()
         self.settings = settings or CaptureSettings()
         self.settings.validate()
+        if plan is not None and plan.settings != self.settings:
+            raise ValueError("CaptureJob was given a plan made with other settings")
+        self._given_plan = plan
         self._selection = None if objects is None else list(objects)
         self._resume = resume
         self._view_layer = _render_view_layer(scene)
@@ -187,7 +207,10 @@ class CaptureJob:
         return bool(self._views) and not self._pending
 
     def __enter__(self) -> CaptureJob:
-        plan = _plan(self.scene, self._view_layer, self.settings, self._selection)
+        plan = self._given_plan
+        self._given_plan = None  # used once: entering again must see the scene as it is then
+        if plan is None:
+            plan = _plan(self.scene, self._view_layer, self.settings, self._selection)
         self._staging = _prepare_output(self.out_dir)
         try:
             self._views = plan.views
@@ -290,6 +313,16 @@ class CaptureJob:
             )
 
 
+def plan_capture(
+    scene: bpy.types.Scene,
+    settings: CaptureSettings | None = None,
+    objects: Iterable[bpy.types.Object] | None = None,
+) -> CapturePlan:
+    """The plan a capture of ``scene`` would make now, made without changing the scene."""
+    selection = None if objects is None else list(objects)
+    return _plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
+
+
 def kept_views(
     scene: bpy.types.Scene,
     out_dir: str | Path,
@@ -299,10 +332,7 @@ def kept_views(
     """What a capture with ``resume=True`` would keep of ``out_dir``, decided without changing
     the folder or the scene, so that a caller can ask before views are rendered again. The plan
     is made here, as the capture would make it; the verdict is the record's."""
-    selection = None if objects is None else list(objects)
-    plan = _plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
-    out_dir = Path(out_dir).expanduser().resolve()
-    return capture_record.kept_views_of(out_dir, plan.views, plan.record)
+    return plan_capture(scene, settings, objects).kept_views(out_dir)
 
 
 def capture_dataset(
@@ -332,7 +362,7 @@ def _plan(
     view_layer: bpy.types.ViewLayer,
     settings: CaptureSettings,
     selection: list[bpy.types.Object] | None,
-) -> _Plan:
+) -> CapturePlan:
     """Frame the targets and place the cameras; reads the scene, changes nothing in it."""
     # Objects linked since the last update are not yet in the view layer or its depsgraph.
     view_layer.update()
@@ -348,7 +378,7 @@ def _plan(
     views = _plan_frames(view_plan)
     lights = [o for o in view_layer.objects if o.type in LIGHTING_TYPES and _renders(o, view_layer)]
     record = capture_record.plan_record(scene, asdict(settings), views, [*targets, *lights])
-    return _Plan(view_plan, targets, views, record)
+    return CapturePlan(settings, view_plan, targets, views, record)
 
 
 def _render_view_layer(scene: bpy.types.Scene) -> bpy.types.ViewLayer:

@@ -106,7 +106,9 @@ def views_to_render(
     this plan's file names are cleared first, so that images of another plan can never pass
     for views of this one in a later resume."""
     record_path = out_dir / PLAN_RECORD_NAME
-    if resume and _read_record(record_path) == record:
+    stored = _read_record(record_path) if resume else None
+    # The test kept_views_of applies, so that the views it promised are the views kept.
+    if stored is not None and not _record_change(stored, record):
         return [view for view in views if not _view_complete(out_dir, view.frame)]
     for view in views:
         for path in view_files(out_dir, view.frame):

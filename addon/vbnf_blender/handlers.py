@@ -36,10 +36,7 @@ def relativize_before_save(filepath: str, *_args: object) -> None:
         settings = obj.vbnf  # type: ignore[attr-defined]
         absolute = bpy.path.abspath(settings.asset_path)
         _absolute_before_save[obj.as_pointer()] = absolute
-        try:
-            settings.asset_path = bpy.path.relpath(absolute, start=start)
-        except ValueError:  # another drive on Windows: keep it absolute
-            settings.asset_path = absolute
+        settings.asset_path = volume.stored_path(absolute, start=start)
 
 
 @persistent

@@ -65,13 +65,19 @@ def make_job(context: bpy.types.Context) -> BakeJob:
     )
 
 
-def kept_work_dir(context: bpy.types.Context) -> Path | None:
+def kept_work_dir(scene: Any) -> Path | None:
     """The work folder an interrupted bake of the scene's asset left, if there is one."""
     try:
-        work_dir = work_dir_for(scene_asset_path(context.scene))
+        work_dir = work_dir_for(scene_asset_path(scene))
     except BakeError:
         return None
     return work_dir if work_dir.is_dir() else None
+
+
+def format_seconds(seconds: float) -> str:
+    """``1:15``: a time left, in minutes and seconds."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def status_line(progress: BakeProgress) -> str:
@@ -82,8 +88,7 @@ def status_line(progress: BakeProgress) -> str:
     if progress.psnr is not None:
         parts.append(f"{progress.psnr:.1f} dB")
     if progress.seconds_left is not None:
-        minutes, seconds = divmod(round(progress.seconds_left), 60)
-        parts.append(f"{minutes}:{seconds:02d} left")
+        parts.append(f"{format_seconds(progress.seconds_left)} left")
     return f"VBNF {progress.fraction:.0%}: " + ", ".join(parts) + " (Esc to cancel)"
 
 
@@ -179,9 +184,7 @@ separate process and import it as a volume"""
             job.drive(on_progress=lambda progress: show_progress(context, progress))
         finally:
             self._end_progress(context)
-        report_type, text = outcome_report(job)
-        self.report(report_type, text)
-        return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
+        return self._report_outcome(job)
 
     def invoke(
         self, context: bpy.types.Context, event: bpy.types.Event
@@ -198,14 +201,18 @@ separate process and import it as a volume"""
         if plan.dropped:
             window_manager: Any = context.window_manager
             return window_manager.invoke_confirm(self, event, **start_over_question(plan))
-        return self._begin_modal(context)
+        return self._begin_modal(context, just_planned=True)
 
-    def _begin_modal(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        """Start the planned job and hand it to the timer."""
+    def _begin_modal(
+        self, context: bpy.types.Context, just_planned: bool = False
+    ) -> set[OperatorReturnItems]:
+        """Start the planned job and hand it to the timer. ``just_planned``: planned in this
+        call, so the scene is as planned; after a confirmation it may not be, and the capture
+        plans again."""
         job = self._job
         assert job is not None
         with _released_on_error(self, context):
-            job.start(self._plan)
+            job.start(self._plan, just_planned=just_planned)
             if job.finished:
                 return self._finish(context, job)
             window_manager: Any = context.window_manager
@@ -243,6 +250,10 @@ separate process and import it as a volume"""
     def _finish(self, context: bpy.types.Context, job: BakeJob) -> set[OperatorReturnItems]:
         job.close()
         self._end_progress(context)
+        return self._report_outcome(job)
+
+    def _report_outcome(self, job: BakeJob) -> set[OperatorReturnItems]:
+        """Report how the finished job ended; the operator's result for it."""
         report_type, text = outcome_report(job)
         self.report(report_type, text)
         return {"FINISHED"} if job.stage == "done" else {"CANCELLED"}
@@ -304,7 +315,7 @@ bake starts over"""
         if _status(context).running:
             cls.poll_message_set("A bake is running")
             return False
-        work_dir = kept_work_dir(context)
+        work_dir = kept_work_dir(context.scene)
         if work_dir is None:
             return False
         holder = lock_holder(work_dir)
@@ -317,13 +328,13 @@ bake starts over"""
         self, context: bpy.types.Context, event: bpy.types.Event
     ) -> set[OperatorReturnItems]:
         """Ask first: the kept work may be many minutes of rendering and training."""
-        work_dir = kept_work_dir(context)
+        work_dir = kept_work_dir(context.scene)
         assert work_dir is not None  # poll
         window_manager: Any = context.window_manager
         return window_manager.invoke_confirm(self, event, **discard_question(work_dir))
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        work_dir = kept_work_dir(context)
+        work_dir = kept_work_dir(context.scene)
         assert work_dir is not None  # poll
         try:
             discard(work_dir)  # refused while a bake holds the folder

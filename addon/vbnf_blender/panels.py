@@ -9,9 +9,14 @@ from typing import Any
 import bpy
 
 from . import volume
-from .bake_job import BakeError
-from .ops_bake import VBNF_OT_bake, VBNF_OT_bake_cancel, VBNF_OT_bake_discard, scene_asset_path
-from .work_folder import resume_line, work_dir_for
+from .ops_bake import (
+    VBNF_OT_bake,
+    VBNF_OT_bake_cancel,
+    VBNF_OT_bake_discard,
+    format_seconds,
+    kept_work_dir,
+)
+from .work_folder import resume_line
 
 CATEGORY = "VBNF"
 
@@ -19,11 +24,6 @@ CATEGORY = "VBNF"
 def format_bytes(count: int) -> str:
     """Exact byte counts, grouped, so the readout can be checked against ``core info``."""
     return f"{count:,} B"
-
-
-def format_seconds(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
 
 
 class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
@@ -61,10 +61,8 @@ class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
     @staticmethod
     def _draw_kept(layout: bpy.types.UILayout, scene: Any) -> None:
         """What an interrupted bake of this asset kept, with a button to throw it away."""
-        try:
-            line = resume_line(work_dir_for(scene_asset_path(scene)))
-        except BakeError:  # no asset path yet: nothing can have been kept for it
-            return
+        work_dir = kept_work_dir(scene)  # None without an asset path: nothing can be kept
+        line = None if work_dir is None else resume_line(work_dir)
         if line is None:
             return
         row = layout.row(align=True)

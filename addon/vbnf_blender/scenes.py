@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,12 @@ def add_rod(
 
 
 def principled(
-    name: str, base: Colour = (0.8, 0.8, 0.8), inputs: dict[str, float] | None = None
+    name: str,
+    base: Colour = (0.8, 0.8, 0.8),
+    inputs: Mapping[str, float | tuple[float, ...]] | None = None,
 ) -> bpy.types.Material:
-    """A Principled BSDF material; ``inputs`` by socket name (``{"Metallic": 1.0}``)."""
+    """A Principled BSDF material; ``inputs`` by socket name (``{"Metallic": 1.0}``, colours
+    as RGBA)."""
     material = bpy.data.materials.new(name)
     bsdf = _bsdf(material)
     bsdf.inputs["Base Color"].default_value = (*base, 1.0)

@@ -138,8 +138,6 @@ class TrainingStatus:
     stage: str = "start"
     message: str = "starting the training process"
     fraction: float = 0.0
-    step: int = 0
-    steps: int = 0
     epoch: int | None = None
     psnr: float | None = None
     seconds_left: float | None = None
@@ -157,8 +155,6 @@ class TrainingStatus:
             self.stage = str(event.get("stage", self.stage))
             self.message = str(event.get("message", ""))
         elif kind == "progress":
-            self.step = int(event.get("step", self.step))
-            self.steps = int(event.get("steps", self.steps))
             self.fraction = float(event.get("fraction", self.fraction))
             self.seconds_left = _optional_float(event.get("seconds_left"))
             self.epoch = event.get("epoch", self.epoch)
@@ -202,7 +198,6 @@ class TrainingProcess:
     def __init__(
         self,
         command: Sequence[str],
-        cwd: Path = ENGINE_ROOT,
         extra_environment: Mapping[str, str] | None = None,
     ) -> None:
         self.command = list(command)
@@ -214,7 +209,7 @@ class TrainingProcess:
         try:
             self._process = subprocess.Popen(
                 self.command,
-                cwd=cwd,
+                cwd=ENGINE_ROOT,
                 env=engine_environment() | dict(extra_environment or {}),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -310,9 +305,6 @@ class TrainingProcess:
         if self._process.poll() is None:
             self._process.kill()
             self._process.wait()
-
-    def wait(self, timeout_s: float | None = None) -> int:
-        return self._process.wait(timeout_s)
 
     def failure_message(self) -> str:
         """Why the child failed, in the engine's own words when it gave any."""

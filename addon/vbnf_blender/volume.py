@@ -22,6 +22,7 @@ field was trained on sRGB-encoded pixels and Cycles works in linear light.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,8 +44,12 @@ MIN_OPTICAL_DEPTH = 1e-4
 # Dense blocks handed to openvdb are at most this many voxels, bounding memory at fine levels.
 BLOCK_VOXELS = 1 << 22
 _DECODER_CACHE_SIZE = 2
+_DIGEST_CACHE_SIZE = 8
 
 _decoders: dict[str, FieldDecoder] = {}
+# (path, inode, mtime, size) -> digest: a file is hashed again only once it was rewritten.
+_FileKey = tuple[str, int, int, int]
+_digests: dict[_FileKey, str] = {}
 
 
 def load_openvdb() -> ModuleType:
@@ -70,8 +75,35 @@ def load_openvdb() -> ModuleType:
 
 
 def asset_digest(path: Path) -> str:
-    """Content hash naming the asset's grid cache."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
+    """Content hash naming the asset's grid cache. Remembered for the last few versions of
+    files (path, inode, date and size), so that moving the LOD slider over levels not cached
+    yet does not hash the whole file each time."""
+    path = Path(path).resolve()
+    digest = _digests.get(_file_key(path, path.stat()))
+    if digest is not None:
+        return digest
+    data, stat = _read_file(path)
+    return _remember_digest(path, stat, data)
+
+
+def _file_key(path: Path, stat: os.stat_result) -> _FileKey:
+    return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _remember_digest(path: Path, stat: os.stat_result, data: bytes) -> str:
+    """The digest of ``data``, which ``path`` held when it had ``stat``, remembered."""
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    _digests[_file_key(path, stat)] = digest
+    while len(_digests) > _DIGEST_CACHE_SIZE:  # the oldest go first
+        _digests.pop(next(iter(_digests)))
+    return digest
+
+
+def _read_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and the stat of the file they were read from (taken from the open
+    file, so that they belong together even if the path is replaced meanwhile)."""
+    with open(path, "rb") as stream:
+        return stream.read(), os.fstat(stream.fileno())
 
 
 def decoder_for(path: Path, digest: str) -> FieldDecoder:
@@ -165,11 +197,12 @@ def cache_root() -> Path:
         return Path(bpy.utils.user_resource("DATAFILES", path=f"vbnf_blender/{CACHE_FOLDER}"))
 
 
-def stored_path(path: Path) -> str:
-    """A path as Blender should store it: relative to the .blend when there is one."""
-    if bpy.data.filepath:
+def stored_path(path: str | Path, start: str | None = None) -> str:
+    """A path as Blender should store it: relative (``//``) to the folder ``start``, by default
+    the open .blend's when there is one; as given where it cannot be relative."""
+    if start is not None or bpy.data.filepath:
         try:
-            return bpy.path.relpath(str(path))
+            return bpy.path.relpath(str(path), start=start)
         except ValueError:  # another drive on Windows
             pass
     return str(path)
@@ -198,12 +231,21 @@ def attach_asset(obj: bpy.types.Object, path: Path, level: int | None = None) ->
     storing the asset's per-level byte sizes on it for the panel. Also refreshes an object
     whose asset file was rewritten (a re-bake)."""
     path = Path(path).resolve()
-    info = asset_info(path)
+    try:
+        data, stat = _read_file(path)  # read once, for the summary and the digest
+    except OSError as error:  # in the words of the engine's reader
+        raise AssetError(f"cannot open ({error.strerror})", path) from error
+    try:
+        info = asset_info(data)
+    except AssetError as error:  # name the file, as reading it by its path would
+        if error.path is not None:
+            raise
+        raise AssetError(str(error), path) from error
     if not any(entry["present"] for entry in info["levels"]):
         raise AssetError("the file holds no complete level", path)
     settings = obj.vbnf  # type: ignore[attr-defined]
     settings.asset_path = stored_path(path)
-    settings.asset_digest = asset_digest(path)
+    settings.asset_digest = _remember_digest(path, stat, data)
     settings.fill_from_info(info)
     settings.lod = settings.max_level if level is None else level  # loads the grids
     if settings.lod_error:

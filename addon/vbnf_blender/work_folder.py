@@ -293,14 +293,19 @@ def lock_holder(work_dir: Path) -> LockHolder | None:
     A lock from another host cannot be checked and counts as held; one that cannot be read
     (its writer died between creating and filling it) counts as free.
     """
-    try:
-        document = json.loads((work_dir / LOCK_NAME).read_text(encoding="utf-8"))
-        holder = LockHolder(int(document["pid"]), str(document["host"]))
-    except (OSError, ValueError, TypeError, KeyError):  # none, or unreadable
-        return None
-    if holder.host == socket.gethostname() and not _process_alive(holder.pid):
+    holder = _read_lock(work_dir)
+    if holder is None or (holder.host == socket.gethostname() and not _process_alive(holder.pid)):
         return None
     return holder
+
+
+def _read_lock(work_dir: Path) -> LockHolder | None:
+    """Who the folder's lock file names, alive or not (None: no lock file, or unreadable)."""
+    try:
+        document = json.loads((work_dir / LOCK_NAME).read_text(encoding="utf-8"))
+        return LockHolder(int(document["pid"]), str(document["host"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def check_free(work_dir: Path) -> None:
@@ -341,10 +346,10 @@ def acquire_lock(work_dir: Path) -> None:
 
 def release_lock(work_dir: Path) -> None:
     """Remove this process's lock; a lock another process took over is left alone."""
-    path = work_dir / LOCK_NAME
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        if json.loads(path.read_text(encoding="utf-8"))["pid"] == os.getpid():
-            path.unlink()
+    holder = _read_lock(work_dir)
+    if holder is not None and holder.pid == os.getpid():
+        with contextlib.suppress(OSError):
+            (work_dir / LOCK_NAME).unlink()
 
 
 def _process_alive(pid: int) -> bool:
