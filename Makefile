@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest addon bench clean
+.PHONY: demo test test-fast lint typecheck pytest addon bench clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 tests
+
+# The edit-test loop: everything but the tests that train for long or drive Blender and Cycles.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow and not blender" tests
 
 addon: $(STAMP)
 	$(PY) build_addon.py --out dist

@@ -23,7 +23,22 @@ REPO_DIR = Path(__file__).resolve().parent
 ADDON_DIR = REPO_DIR / "addon" / "vbnf_blender"
 MANIFEST_NAME = "blender_manifest.toml"
 VENDORED = ("core", "cuda")  # engine folders copied inside the extension
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+# What the extension never imports stays out of the zip: the evaluation report and its command
+# (matplotlib, baselines), the synthetic test asset, and the demo/suite scene builders.
+NOT_SHIPPED = (
+    "addon/vbnf_blender/scenes.py",
+    "core/report",
+    "core/commands/report.py",
+    "core/asset/vbnf/example.py",
+)
+CACHE_FILES = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    """``copytree`` filter: caches and the ``NOT_SHIPPED`` paths."""
+    here = Path(folder).resolve()
+    left_out = {name for name in names if (here / name) in {REPO_DIR / p for p in NOT_SHIPPED}}
+    return left_out | CACHE_FILES(folder, names)
 
 
 class BuildError(Exception):
@@ -51,9 +66,9 @@ def stage(staging_dir: Path) -> Path:
     """Copy the add-on and the vendored engine into ``staging_dir/vbnf_blender``."""
     package_dir = staging_dir / ADDON_DIR.name
     shutil.rmtree(package_dir, ignore_errors=True)
-    shutil.copytree(ADDON_DIR, package_dir, ignore=IGNORED)
+    shutil.copytree(ADDON_DIR, package_dir, ignore=_ignored)
     for name in VENDORED:
-        shutil.copytree(REPO_DIR / name, package_dir / name, ignore=IGNORED)
+        shutil.copytree(REPO_DIR / name, package_dir / name, ignore=_ignored)
     text, count = re.subn(
         r'(?m)^version = "[^"]*"$',
         f'version = "{project_version()}"',

@@ -1,6 +1,6 @@
-"""Points per second of the numpy decoder (``core.decoder.FieldDecoder``) on one CPU process.
+"""Points per second of the numpy field (``core.asset.numpy_field.NumpyField``), one CPU process.
 
-Run ``python -m bench.decoder_speed``. The field is random (``core.vbnf.example``) but shaped
+Run ``python -m bench.decoder_speed``. The field is random (``core.asset.vbnf.example``) but shaped
 like a trained asset: a codebook store with k=16 features, b=4 bits, levels 4..8 around a
 sphere, a 128-wide MLP. Query points lie in occupied finest cells, as renderer samples do. It
 prints figures only; nothing is asserted.
@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from core.decoder import AVERAGING_DIRECTION_COUNT, FieldDecoder
-from core.field_data import FieldData
-from core.vbnf import encode_asset
-from core.vbnf.example import random_field
+from core.asset.field_data import FieldData
+from core.asset.numpy_field import AVERAGING_DIRECTION_COUNT, NumpyField
+from core.asset.vbnf import encode_asset
+from core.asset.vbnf.example import random_field
 
 REPEATS = 3
 
@@ -32,7 +32,7 @@ def sample_points(field: FieldData, count: int, seed: int = 1) -> np.ndarray:
 
 
 def points_per_second(
-    decoder: FieldDecoder, points: np.ndarray, level: int, directions: np.ndarray | None
+    decoder: NumpyField, points: np.ndarray, level: int, directions: np.ndarray | None
 ) -> float:
     """Best of ``REPEATS`` timed runs (the machine may be shared), after a warm-up that builds
     the octree's cached Morton codes."""
@@ -66,7 +66,7 @@ def main() -> None:
         f"asset {len(encode_asset(field))} bytes"
     )
     start = time.perf_counter()
-    decoder = FieldDecoder(field)
+    decoder = NumpyField(field)
     print(f"decoder setup: {time.perf_counter() - start:.3f} s")
     points = sample_points(field, args.points)
     directions = np.random.default_rng(2).normal(size=points.shape)

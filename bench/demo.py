@@ -44,7 +44,7 @@ from vbnf_blender.bake_job import BakeJob, BakeProgress, BakeSettings  # noqa: E
 from vbnf_blender.capture import CaptureSettings  # noqa: E402
 
 from core.atomic import atomic_write_bytes  # noqa: E402
-from core.dataset import Split, load_split, read_rgba_png  # noqa: E402
+from core.data.dataset import Split, load_split, read_rgba_png  # noqa: E402
 from core.metrics import over_white, premultiply, psnr  # noqa: E402
 
 RENDER_SAMPLES = 16

@@ -29,15 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.dataset import Intrinsics, Split, load_split
-from core.field import TORCH_GATHER, FieldConfig, RadianceField
-from core.gpu.backend import Backend, cupy_unavailable_reason, select_backend
+from core.data.dataset import Intrinsics, Split, load_split
+from core.data.synthetic import write_synthetic_dataset
 from core.metrics import over_white, premultiply, psnr
+from core.neural.field import TORCH_GATHER, FieldConfig, RadianceField
+from core.neural.render.gpu.backend import Backend, cupy_unavailable_reason, select_backend
+from core.neural.render.raymarch import OctreeTracer
+from core.neural.render.renderer import DEFAULT_TERMINATION, RayBatch, rays_for_camera, render_image
+from core.neural.trainer import Trainer, TrainOptions, prepare_run
 from core.progress import ProgressReporter
-from core.raymarch import OctreeTracer
-from core.render import DEFAULT_TERMINATION, RayBatch, rays_for_camera, render_image
-from core.synthetic import write_synthetic_dataset
-from core.trainer import Trainer, TrainOptions, prepare_run
 
 FRAME_FULL = (1280, 720)
 FRAME_QUICK = (64, 36)
@@ -293,7 +293,7 @@ def describe(settings: Settings, columns: list[str], train_rays: int) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     versions = f"torch {torch.__version__}"
     if CUPY in columns:
-        from core.gpu.kernels import import_cupy
+        from core.neural.render.gpu.kernels import import_cupy
 
         versions += f", cupy {import_cupy().__version__}"
     config = settings.config

@@ -24,10 +24,10 @@ from typing import cast
 
 import torch
 
-from core.field import FieldConfig, TrainableStore
+from core.data.synthetic import write_synthetic_dataset
+from core.neural.field import FieldConfig, TrainableStore
+from core.neural.trainer import Trainer, TrainOptions, prepare_run
 from core.progress import ProgressReporter
-from core.synthetic import write_synthetic_dataset
-from core.trainer import Trainer, TrainOptions, prepare_run
 
 
 def make_trainer(

@@ -11,11 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from .errors import TrainingCancelled, VbnfError
 
-COMMANDS = ("train", "eval", "export", "info", "cut", "synth", "report")
+# The engine vendored in the Blender extension leaves ``report`` out (see build_addon.py).
+COMMANDS = tuple(
+    name
+    for name in ("train", "eval", "export", "info", "cut", "synth", "report")
+    if (Path(__file__).parent / "commands" / f"{name}.py").is_file()
+)
 
 EXIT_USER_ERROR = 1
 EXIT_CANCELLED = 130

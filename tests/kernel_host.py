@@ -9,8 +9,8 @@ and not here, which the parity tolerances allow for. For every
 ``extern "C" __global__`` kernel a generated ``host_<name>(num_threads, ...)`` runs its threads
 one after another, which is a valid schedule because threads share data only through
 ``atomicAdd`` (a plain add when they run in turn). :func:`host_launch` and
-:func:`host_pointer` then stand in for ``core.gpu.kernels``' ``launch`` and ``pointer``, so
-``core.gpu.ops`` runs unchanged on CPU tensors.
+:func:`host_pointer` then stand in for ``core.neural.render.gpu.kernels``' ``launch`` and
+``pointer``, so ``core.neural.render.gpu.ops`` runs unchanged on CPU tensors.
 
 What this does not cover: CuPy itself (compilation by NVRTC, stream and argument marshalling)
 and the GPU's own math library; the GPU parity tests do.
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.gpu.kernels import CUDA_SOURCE_DIR, KERNELS, THREADS_PER_BLOCK
+from core.neural.render.gpu.kernels import CUDA_SOURCE_DIR, KERNELS, THREADS_PER_BLOCK
 
 GXX = shutil.which("g++")
 
@@ -114,7 +114,7 @@ def _library(source: str) -> tuple[ctypes.CDLL, dict[str, list[Any]]]:
 
 
 def host_launch(name: str, device: torch.device, num_threads: int, *args: Any) -> None:
-    """``core.gpu.kernels.launch`` on the CPU: same arguments, threads run in order."""
+    """``gpu.kernels.launch`` on the CPU: same arguments, threads run in order."""
     assert device.type == "cpu", device
     if num_threads <= 0:
         return
@@ -128,7 +128,7 @@ def host_launch(name: str, device: torch.device, num_threads: int, *args: Any) -
 
 
 def host_pointer(tensor: torch.Tensor, dtype: torch.dtype) -> int:
-    """``core.gpu.kernels.pointer`` for CPU tensors (same checks)."""
+    """``core.neural.render.gpu.kernels.pointer`` for CPU tensors (same checks)."""
     assert tensor.dtype == dtype and tensor.is_contiguous() and tensor.device.type == "cpu", (
         tensor.dtype,
         dtype,

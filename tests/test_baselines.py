@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from core.baselines import kmeans, kmeans_quantize, low_rank
-from core.field_data import FieldData
-from core.vbnf import asset_info, encode_asset, read_asset
-from core.vbnf.example import random_field
+from core.asset.field_data import FieldData
+from core.asset.vbnf import asset_info, encode_asset, read_asset
+from core.asset.vbnf.example import random_field
+from core.report.baselines import kmeans, kmeans_quantize, low_rank
 
 FEATURE_DIM = 16
 

@@ -28,7 +28,7 @@ from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 from vbnf_blender import capture  # noqa: E402
 
-from core import cameras, dataset  # noqa: E402
+from core.data import cameras, dataset  # noqa: E402
 
 TINY = capture.CaptureSettings(
     train_views=4, test_views=1, resolution_px=32, samples=2, denoise=False

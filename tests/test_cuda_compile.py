@@ -2,7 +2,7 @@
 
 ``nvcc --ptx`` needs no GPU. The check is stricter than CuPy's runtime compile in two ways:
 warnings are errors, and every kernel name the Python side launches
-(``core.gpu.kernels.KERNELS``) must be an entry point of its file's PTX.
+(``core.neural.render.gpu.kernels.KERNELS``) must be an entry point of its file's PTX.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.gpu.kernels import CUDA_SOURCE_DIR, KERNELS
+from core.neural.render.gpu.kernels import CUDA_SOURCE_DIR, KERNELS
 
 NVCC = shutil.which("nvcc")
 SOURCES = sorted(CUDA_SOURCE_DIR.glob("*.cu"))

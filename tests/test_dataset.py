@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.dataset import (
+from core.data.dataset import (
     Intrinsics,
     camera_rays,
     depth_point_cloud,
@@ -17,8 +17,8 @@ from core.dataset import (
     read_depth_exr,
     write_depth_exr,
 )
+from core.data.synthetic import SHAPES
 from core.errors import DatasetError
-from core.synthetic import SHAPES
 
 
 @pytest.fixture

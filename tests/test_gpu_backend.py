@@ -13,9 +13,9 @@ import pytest
 from core_cli import REPO_ROOT, run_core
 
 from core.errors import VbnfError
-from core.gpu.backend import select_backend, torch_backend
-from core.raymarch import composite, sample_hits
-from core.render import render_rays_early_exit
+from core.neural.render.gpu.backend import select_backend, torch_backend
+from core.neural.render.raymarch import composite, sample_hits
+from core.neural.render.renderer import render_rays_early_exit
 
 
 def test_torch_backend_is_the_reference() -> None:
@@ -38,9 +38,10 @@ def test_selection_on_the_cpu() -> None:
 def test_core_never_imports_cupy_on_its_own() -> None:
     """CuPy is optional: importing and using the engine's modules must not pull it in."""
     code = (
-        "import sys, core.trainer, core.render, core.gpu.backend, core.gpu.ops, "
-        "core.gpu.early_exit, core.commands.train\n"
-        "core.gpu.backend.select_backend('auto', 'cpu')\n"
+        "import sys, core.neural.trainer, core.neural.render.renderer\n"
+        "import core.neural.render.gpu.backend, core.neural.render.gpu.ops\n"
+        "import core.neural.render.gpu.early_exit, core.commands.train\n"
+        "core.neural.render.gpu.backend.select_backend('auto', 'cpu')\n"
         "assert 'cupy' not in sys.modules, 'cupy was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)

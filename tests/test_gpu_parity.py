@@ -5,8 +5,8 @@ Every test runs twice:
 - ``cuda``: the real thing through CuPy (marked ``gpu``; skipped without a CUDA device, CuPy,
   or kernels that compile);
 - ``host``: the same ``.cu`` sources compiled for the CPU with g++ (``tests/kernel_host.py``)
-  and driven by the unchanged ``core.gpu.ops`` wrappers, so the kernels' logic and their
-  Python side are checked on CPU-only machines too.
+  and driven by the unchanged ``core.neural.render.gpu.ops`` wrappers, so the kernels' logic
+  and their Python side are checked on CPU-only machines too.
 
 Tolerances:
 
@@ -33,14 +33,24 @@ import pytest
 import torch
 from kernel_host import GXX, host_launch, host_pointer
 
-from core.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
-from core.gpu import ops
-from core.gpu.backend import cupy_backend, cupy_unavailable_reason, select_backend, torch_backend
-from core.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
-from core.gpu.kernels import import_cupy
-from core.octree import SparseOctree
-from core.raymarch import OctreeTracer, PackedSamples, composite, sample_hits
-from core.render import DEFAULT_TERMINATION, RayBatch, render_rays, render_rays_early_exit
+from core.asset.octree import SparseOctree
+from core.neural.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
+from core.neural.render.gpu import ops
+from core.neural.render.gpu.backend import (
+    cupy_backend,
+    cupy_unavailable_reason,
+    select_backend,
+    torch_backend,
+)
+from core.neural.render.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
+from core.neural.render.gpu.kernels import import_cupy
+from core.neural.render.raymarch import OctreeTracer, PackedSamples, composite, sample_hits
+from core.neural.render.renderer import (
+    DEFAULT_TERMINATION,
+    RayBatch,
+    render_rays,
+    render_rays_early_exit,
+)
 
 
 def cuda_skip_reason() -> str | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.field import LevelIndex
-from core.octree import CORNER_OFFSETS, SparseOctree, locate, morton_encode
+from core.asset.octree import CORNER_OFFSETS, SparseOctree, locate, morton_encode
+from core.neural.field import LevelIndex
 
 
 def random_octree(max_level: int = 5, seed: int = 0) -> SparseOctree:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from core_cli import run_core
 
-from core.synthetic import write_synthetic_dataset
+from core.data.synthetic import write_synthetic_dataset
 
 METHODS = ("nglod", "lra4", "kmvq4", "vqad4", "hash8")  # the --quick set
 

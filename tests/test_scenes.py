@@ -18,7 +18,7 @@ import blender_scenes  # noqa: E402
 import bpy  # noqa: E402
 from vbnf_blender import capture, scenes  # noqa: E402
 
-from core.dataset import load_split  # noqa: E402
+from core.data.dataset import load_split  # noqa: E402
 
 pytestmark = pytest.mark.blender
 

@@ -13,16 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from core_cli import REPO_ROOT, TINY_TRAIN_ARGS, run_core
+from core_cli import REPO_ROOT, TINY_TRAIN_ARGS, run_core, run_core_here
 
-from core.checkpoint import load_checkpoint
-from core.decoder import FieldDecoder
-from core.field import FieldConfig
+from core.asset.numpy_field import NumpyField
+from core.asset.vbnf import read_asset
+from core.neural.checkpoint import load_checkpoint
+from core.neural.field import FieldConfig
+from core.neural.trainer import TrainOptions, prepare_run
 from core.progress import ProgressReporter
-from core.trainer import TrainOptions, prepare_run
-from core.vbnf import read_asset
-
-pytestmark = pytest.mark.xdist_group("training")
 
 
 def test_trained_field_beats_a_constant_colour_by_far(trained_run: Path) -> None:
@@ -44,7 +42,7 @@ def test_quality_rises_with_the_level_of_detail(trained_run: Path) -> None:
 def test_decoder_matches_the_torch_model(trained_run: Path) -> None:
     """The numpy decoder on the asset's bytes equals the float model up to fp16 rounding."""
     field = load_checkpoint(trained_run).field.eval()
-    decoder = FieldDecoder(read_asset(trained_run / "asset.vbnf").field)
+    decoder = NumpyField(read_asset(trained_run / "asset.vbnf").field)
     rng = np.random.default_rng(0)
     cells = field.octree.cells[field.config.min_level]
     normalized = (cells[rng.integers(0, len(cells), 4000)] + rng.random((4000, 3))) * (
@@ -136,7 +134,7 @@ def test_bad_input_ends_with_a_clear_error_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'missing'}: dataset folder does not exist"
     )
-    result = run_core("train", tmp_path, "-o", tmp_path / "out", "--bitwidth", "9", check=False)
+    result = run_core_here("train", tmp_path, "-o", tmp_path / "out", "--bitwidth", "9")
     assert result.returncode == 1 and "bitwidth must be in 1..8" in result.stderr
 
 
@@ -165,7 +163,7 @@ def test_bad_values_end_in_one_line_before_any_work(
     command: list[str], synthetic_dataset: Path, tmp_path: Path
 ) -> None:
     args = [part.format(tmp=tmp_path, data=synthetic_dataset) for part in command]
-    result = run_core(*args, check=False)
+    result = run_core_here(*args)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -174,12 +172,12 @@ def test_bad_values_end_in_one_line_before_any_work(
 
 def test_views_too_small_to_score_are_refused_before_training(tmp_path: Path) -> None:
     data = tmp_path / "tiny"
-    run_core("synth", data, "--views", "2", "--test-views", "1", "--resolution", "8")
-    result = run_core("train", data, "-o", tmp_path / "run", check=False)
+    run_core_here("synth", data, "--views", "2", "--test-views", "1", "--resolution", "8")
+    result = run_core_here("train", data, "-o", tmp_path / "run")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "views are 8x8 px; scoring (SSIM) needs at least 11 px" in result.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
-    result = run_core("eval", tmp_path / "run", data, check=False)
+    result = run_core_here("eval", tmp_path / "run", data)
     assert result.returncode == 1 and "needs at least 11 px" in result.stderr
 
 
@@ -197,14 +195,14 @@ def test_resuming_a_checkpoint_of_another_version_says_so(
     payload = torch.load(trained_run / "checkpoint.pt", weights_only=True)
     payload["train_options"]["warmup_steps"] = 100  # an option this trainer does not know
     torch.save(payload, run / "checkpoint.pt")
-    result = run_core("train", synthetic_dataset, "-o", run, "--resume", check=False)
+    result = run_core_here("train", synthetic_dataset, "-o", run, "--resume")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot resume these training options" in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
 def test_eval_on_a_missing_cuda_device_says_so(trained_run: Path, synthetic_dataset: Path) -> None:
-    result = run_core("eval", trained_run, synthetic_dataset, "--device", "cuda", check=False)
+    result = run_core_here("eval", trained_run, synthetic_dataset, "--device", "cuda")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "torch sees no CUDA device" in result.stderr
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.asset.field_data import FieldData
+from core.asset.vbnf import asset_info, bitpack, cut_asset, encode_asset, read_asset, write_asset
+from core.asset.vbnf.example import random_field
 from core.cli import main
 from core.errors import AssetError, VbnfError
-from core.field_data import FieldData
-from core.vbnf import asset_info, bitpack, cut_asset, encode_asset, read_asset, write_asset
-from core.vbnf.example import random_field
 
 STORES = (
     [("codebook", bitwidth) for bitwidth in range(1, 9)]
@@ -326,11 +326,11 @@ def test_reading_and_decoding_import_numpy_only(tmp_path: Path) -> None:
     write_asset(make_field("codebook"), path, compression="zlib")
     script = (
         "import sys\n"
-        "from core.decoder import FieldDecoder\n"
-        "from core.vbnf import asset_info, read_asset\n"
+        "from core.asset.numpy_field import NumpyField\n"
+        "from core.asset.vbnf import asset_info, read_asset\n"
         f"field = read_asset({str(path)!r}).field\n"
         f"asset_info({str(path)!r})\n"
-        "FieldDecoder(field).query([[0.0, 0.0, 0.0]], field.max_level)\n"
+        "NumpyField(field).query([[0.0, 0.0, 0.0]], field.max_level)\n"
         "heavy = {'torch', 'zstandard', 'bpy'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

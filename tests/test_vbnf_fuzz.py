@@ -12,11 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from core.asset.vbnf import asset_info, cut_asset, encode_asset, read_asset
+from core.asset.vbnf.codecs import compress
+from core.asset.vbnf.example import random_field
+from core.asset.vbnf.header import AssetHeader, ChunkEntry, pack_header
 from core.errors import AssetError, VbnfError
-from core.vbnf import asset_info, cut_asset, encode_asset, read_asset
-from core.vbnf.codecs import compress
-from core.vbnf.example import random_field
-from core.vbnf.header import AssetHeader, ChunkEntry, pack_header
 
 SMALL = random_field(
     "codebook", bitwidth=3, min_level=1, max_level=3, feature_dim=2, hidden_dim=4, surface_points=12

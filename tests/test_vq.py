@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.features import CodebookFeatures, StraightThroughCodebook
+from core.neural.features import CodebookFeatures, StraightThroughCodebook
 
 
 def reference_straight_through(logits: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

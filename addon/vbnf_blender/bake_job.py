@@ -40,8 +40,12 @@ from . import volume
 from .capture import CaptureJob, CapturePlan, CaptureSettings, plan_capture
 from .engine import (
     CHECKPOINT_NAME,
+    DEFAULT_BITWIDTH,
+    DEFAULT_MAX_LEVEL,
+    DEFAULT_MIN_LEVEL,
     EXIT_CANCELLED,
     MAX_LEVEL,
+    MAX_TRAIN_BITWIDTH,
     SSIM_WINDOW,
     VbnfError,
     atomic_write_bytes,
@@ -102,9 +106,9 @@ class BakeSettings:
     process, a step took 1.9 s with torch's default 2 threads and 0.34 s with 1."""
 
     capture: CaptureSettings = DEFAULT_CAPTURE
-    bitwidth: int = 4
-    min_level: int = 3
-    max_level: int = 6
+    bitwidth: int = DEFAULT_BITWIDTH
+    min_level: int = DEFAULT_MIN_LEVEL
+    max_level: int = DEFAULT_MAX_LEVEL
     epochs: int = 10
     device: str = "cpu"
     batch_rays: int | None = None
@@ -117,8 +121,10 @@ class BakeSettings:
                 f"levels must satisfy 0 <= coarsest <= finest <= {MAX_LEVEL}, "
                 f"got {self.min_level}..{self.max_level}"
             )
-        if not 1 <= self.bitwidth <= 8:
-            raise BakeError(f"bitwidth must be in 1..8, got {self.bitwidth}")
+        if not 1 <= self.bitwidth <= MAX_TRAIN_BITWIDTH["codebook"]:
+            raise BakeError(
+                f"bitwidth must be in 1..{MAX_TRAIN_BITWIDTH['codebook']}, got {self.bitwidth}"
+            )
         if self.epochs < 1:
             raise BakeError(f"epochs must be at least 1, got {self.epochs}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
@@ -253,6 +259,7 @@ class BakeJob:
         self.error: str | None = None
         # What became of an earlier bake's work ("resumed from 37/100 views"), for reports.
         self.resume_note = ""
+        self.release_grace_s = RELEASE_GRACE_S  # a loaded machine may need longer
         # Set by close() when the work folder is kept for the next bake: what it holds.
         self.kept: str | None = None
         self.progress = BakeProgress("capture", 0.0, "preparing the capture")
@@ -507,7 +514,7 @@ class BakeJob:
         self._capture = None
         training = self._training
         if training is not None and training.returncode is None:
-            training.end(RELEASE_GRACE_S)
+            training.end(self.release_grace_s)
             status = training.status
             self._record_checkpoint(status.checkpoint_step, status.steps_per_epoch)
 

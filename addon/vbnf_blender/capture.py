@@ -8,7 +8,7 @@ fails or the capture is cancelled, because users run this on scenes they are sti
 RGBA and depth both come out of the compositor through File Output nodes: in Blender 5.0 that is
 the route that writes the Depth pass (a multilayer EXR from ``render(write_still=True)`` drops
 it), and it leaves ``render.filepath`` and ``render.image_settings`` untouched. Cycles' Depth pass
-is planar depth along the camera's -Z axis, the convention ``core.dataset`` stores, so it is
+is planar depth along the camera's -Z axis, the convention ``core.data.dataset`` stores, so it is
 written unchanged (tests/test_capture.py checks this against the mesh surface).
 
 ``CaptureJob`` renders one view per ``step()`` so a modal operator can keep Blender responsive

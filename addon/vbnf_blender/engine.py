@@ -20,35 +20,51 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
-    from .core import cameras, dataset
+    from .core.asset.numpy_field import NumpyField
+    from .core.asset.vbnf import asset_info, cut_asset, read_asset
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from .core.decoder import FieldDecoder
+    from .core.data import cameras, dataset
     from .core.errors import AssetError, VbnfError
+    from .core.limits import (
+        DEFAULT_BITWIDTH,
+        DEFAULT_MAX_LEVEL,
+        DEFAULT_MIN_LEVEL,
+        MAX_LEVEL,
+        MAX_TRAIN_BITWIDTH,
+    )
     from .core.metrics import SSIM_WINDOW
     from .core.run_layout import CHECKPOINT_NAME
-    from .core.vbnf import asset_info, cut_asset, read_asset
-    from .core.vbnf.spec import MAX_LEVEL
 else:
-    from core import cameras, dataset
+    from core.asset.numpy_field import NumpyField
+    from core.asset.vbnf import asset_info, cut_asset, read_asset
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from core.decoder import FieldDecoder
+    from core.data import cameras, dataset
     from core.errors import AssetError, VbnfError
+    from core.limits import (
+        DEFAULT_BITWIDTH,
+        DEFAULT_MAX_LEVEL,
+        DEFAULT_MIN_LEVEL,
+        MAX_LEVEL,
+        MAX_TRAIN_BITWIDTH,
+    )
     from core.metrics import SSIM_WINDOW
     from core.run_layout import CHECKPOINT_NAME
-    from core.vbnf import asset_info, cut_asset, read_asset
-    from core.vbnf.spec import MAX_LEVEL
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "DEFAULT_BITWIDTH",
+    "DEFAULT_MAX_LEVEL",
+    "DEFAULT_MIN_LEVEL",
     "ENGINE_ROOT",
     "EXIT_CANCELLED",
     "EXIT_USER_ERROR",
     "MAX_LEVEL",
+    "MAX_TRAIN_BITWIDTH",
     "SSIM_WINDOW",
     "AssetError",
-    "FieldDecoder",
+    "NumpyField",
     "VbnfError",
     "asset_info",
     "atomic_path",

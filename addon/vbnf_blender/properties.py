@@ -28,7 +28,7 @@ from bpy.props import (
 
 from . import volume
 from .bake_job import BakeSettings
-from .engine import MAX_LEVEL, VbnfError
+from .engine import MAX_LEVEL, MAX_TRAIN_BITWIDTH, VbnfError
 
 _DEFAULTS = BakeSettings()
 
@@ -69,7 +69,7 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         description="Bits per codebook index: the codebook has 2^b entries",
         default=_DEFAULTS.bitwidth,
         min=1,
-        max=8,
+        max=MAX_TRAIN_BITWIDTH["codebook"],
     )
     min_level: IntProperty(  # type: ignore[valid-type]
         name="Coarsest Level",

@@ -30,7 +30,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .engine import AssetError, FieldDecoder, VbnfError, asset_info, atomic_path, read_asset
+from .engine import AssetError, NumpyField, VbnfError, asset_info, atomic_path, read_asset
 
 VOXELS_PER_CELL = 2
 DENSITY_GRID = "density"
@@ -46,7 +46,7 @@ BLOCK_VOXELS = 1 << 22
 _DECODER_CACHE_SIZE = 2
 _DIGEST_CACHE_SIZE = 8
 
-_decoders: dict[str, FieldDecoder] = {}
+_decoders: dict[str, NumpyField] = {}
 # (path, inode, mtime, size) -> digest: a file is hashed again only once it was rewritten.
 _FileKey = tuple[str, int, int, int]
 _digests: dict[_FileKey, str] = {}
@@ -106,12 +106,12 @@ def _read_file(path: Path) -> tuple[bytes, os.stat_result]:
         return stream.read(), os.fstat(stream.fileno())
 
 
-def decoder_for(path: Path, digest: str) -> FieldDecoder:
+def decoder_for(path: Path, digest: str) -> NumpyField:
     """A decoder of the asset, kept for the last few assets so moving the slider over levels
     that are not cached yet reads and prepares the asset once."""
     decoder = _decoders.pop(digest, None)
     if decoder is None:
-        decoder = FieldDecoder(read_asset(path).field)
+        decoder = NumpyField(read_asset(path).field)
     _decoders[digest] = decoder
     while len(_decoders) > _DECODER_CACHE_SIZE:
         _decoders.pop(next(iter(_decoders)))
@@ -123,7 +123,7 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
 
 
 def level_voxels(
-    decoder: FieldDecoder, level: int
+    decoder: NumpyField, level: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
     """Decode level ``level`` on its voxel grid.
 
@@ -144,7 +144,7 @@ def level_voxels(
     return ijk[keep], density[keep], srgb_to_linear(rgb[keep]), across, voxel_size_m
 
 
-def write_level_vdb(decoder: FieldDecoder, level: int, path: Path) -> int:
+def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
     """Decode ``level`` and write its grids to ``path``; returns the active voxel count.
 
     Written atomically: a reader never sees half a file, and an interrupted write leaves no

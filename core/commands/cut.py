@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..asset.vbnf import asset_info, cut_asset
 from ..atomic import atomic_write_bytes
-from ..vbnf import asset_info, cut_asset
 
 HELP = "write a lower level of detail of an asset (or a truncated one's complete levels)"
 

@@ -11,12 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
-from ..dataset import load_split
-from ..evaluate import check_scorable, evaluate_levels
-from ..field import RadianceField
-from ..gpu.backend import BACKEND_CHOICES, require_device, select_backend
-from ..vbnf import read_asset
+from ..asset.vbnf import read_asset
+from ..data.dataset import load_split
+from ..neural.checkpoint import load_checkpoint
+from ..neural.evaluate import check_scorable, evaluate_levels
+from ..neural.field import RadianceField
+from ..neural.render.gpu.backend import BACKEND_CHOICES, require_device, select_backend
 
 HELP = "render a split at every level and report PSNR and SSIM"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
-from ..vbnf import write_asset
+from ..asset.vbnf import write_asset
+from ..neural.checkpoint import load_checkpoint
 
 HELP = "write a .vbnf asset from a checkpoint"
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..vbnf import asset_info
+from ..asset.vbnf import asset_info
 
 HELP = "show an asset's levels, byte sizes and compression ratios"
 

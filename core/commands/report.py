@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..dataset import load_split, read_rgba_png
+from ..data.dataset import load_split, read_rgba_png
 from ..errors import VbnfError
-from ..evaluate import constant_colour_psnr
 from ..metrics import over_white, premultiply
-from ..report_plots import SheetBlock, contact_sheet, rate_distortion_plot
-from ..report_runs import (
+from ..neural.evaluate import constant_colour_psnr
+from ..report.plots import SheetBlock, contact_sheet, rate_distortion_plot
+from ..report.runs import (
     UNCOMPRESSED,
     Method,
     RunSettings,
@@ -35,7 +35,7 @@ from ..report_runs import (
     run_method,
     scored_test_views,
 )
-from ..report_tables import markdown_report, mean_rows, method_row
+from ..report.tables import markdown_report, mean_rows, method_row
 
 HELP = "train and score every method on datasets; write the paper's tables and RD plot"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.synthetic import write_synthetic_dataset
 from ..errors import VbnfError
-from ..synthetic import write_synthetic_dataset
 
 HELP = "write the built-in synthetic scene as a dataset (no Blender needed)"
 

@@ -8,16 +8,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..asset.vbnf import asset_info, read_asset, write_asset
 from ..atomic import atomic_write_bytes
-from ..dataset import Split, load_split
+from ..data.dataset import Split, load_split
 from ..errors import TrainingCancelled, VbnfError
-from ..evaluate import check_scorable, constant_colour_psnr, evaluate_levels
-from ..field import FieldConfig, RadianceField, TrainableStore
-from ..gpu.backend import BACKEND_CHOICES, Backend, require_device
+from ..neural.evaluate import check_scorable, constant_colour_psnr, evaluate_levels
+from ..neural.field import FieldConfig, RadianceField, TrainableStore
+from ..neural.render.gpu.backend import BACKEND_CHOICES, Backend, require_device
+from ..neural.trainer import TrainOptions, prepare_run
 from ..progress import ProgressReporter
 from ..run_layout import ASSET_NAME, METRICS_NAME
-from ..trainer import TrainOptions, prepare_run
-from ..vbnf import asset_info, read_asset, write_asset
 
 HELP = "train a VQ-AD (or uncompressed) radiance field from an RGB-D dataset"
 

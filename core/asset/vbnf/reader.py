@@ -1,0 +1,224 @@
+"""Reading a ``.vbnf`` asset, whole or as a prefix, from a path, bytes or a binary stream.
+
+Reading is sequential, as a client streaming the file would do it: the header, then each chunk
+in turn until the source ends. Sizes come only from a validated header and data is read in
+bounded pieces, so a header that lies costs nothing until the bytes actually arrive. A chunk cut
+off by the end of the data is *missing* (its level and all finer ones are reported, the complete
+levels still decode); a chunk whose bytes are all there but fail their CRC is *corrupted* and
+raises :class:`AssetError` naming its level. Every error names the file when there is one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from ...errors import AssetError, VbnfError
+from ..field_data import FieldData, LevelData
+from ..octree import SparseOctree
+from .chunk import decode_store, decode_structure
+from .codecs import decompress
+from .header import AssetHeader, LevelLayout, header_size, unpack_header
+from .spec import PREFIX
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+_READ_PIECE_BYTES = 1 << 24
+
+
+@dataclass(frozen=True)
+class ScannedAsset:
+    """The header and the complete, CRC-checked chunks of a source, still encoded."""
+
+    name: str | None  # the file's path, for messages; None for in-memory sources
+    header: AssetHeader
+    chunks: list[bytes]  # stored bytes of the complete chunks read, coarsest first
+    requested_levels: int  # how many chunks were asked for (all, or up to a max_level)
+    available_bytes: int  # bytes read before the source ended or reading stopped
+
+    @property
+    def missing_levels(self) -> list[int]:
+        """Requested levels whose chunk is not (completely) in the source."""
+        wanted = self.header.chunks[len(self.chunks) : self.requested_levels]
+        return [entry.level for entry in wanted]
+
+    def notes(self) -> list[str]:
+        """Human-readable lines about what the source lacks or what was left unread."""
+        notes = []
+        missing = self.missing_levels
+        if missing:
+            last_missing = self.header.layouts()[missing[-1] - self.header.min_level]
+            notes.append(
+                f"truncated: the data ends after {self.available_bytes} bytes; level"
+                f"{'s' if len(missing) > 1 else ''} {_level_span(missing)} missing (reaching "
+                f"level {last_missing.level} needs {last_missing.cumulative_bytes} bytes)"
+            )
+        unread = [entry.level for entry in self.header.chunks[self.requested_levels :]]
+        if unread:
+            notes.append(f"levels {_level_span(unread)} not read (finer than max_level)")
+        return notes
+
+
+@dataclass(frozen=True)
+class AssetContents:
+    """A decoded asset: the field with every complete level, and what the file holds."""
+
+    field: FieldData
+    header_bytes: int
+    levels: list[LevelLayout]  # every level the header declares, present or not
+    missing_levels: list[int]
+    notes: list[str]
+
+
+def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
+    """Decode ``source`` up to ``max_level`` (default: all levels it has).
+
+    A truncated source yields its complete levels, with the rest in ``missing_levels`` and
+    ``notes``; a source without even one complete level raises :class:`AssetError`.
+    """
+    scan = scan_asset(source, max_level)
+    header = scan.header
+    if not scan.chunks:
+        first = header.layouts()[0]
+        raise AssetError(
+            f"no complete level: the coarsest (level {first.level}) needs "
+            f"{first.cumulative_bytes} bytes, the data has {scan.available_bytes}",
+            scan.name,
+        )
+    with named_errors(scan.name):
+        field = _decode_field(header, scan.chunks)
+    return AssetContents(
+        field=field,
+        header_bytes=header.header_bytes,
+        levels=header.layouts(),
+        missing_levels=scan.missing_levels,
+        notes=scan.notes(),
+    )
+
+
+def scan_asset(source: Source, max_level: int | None = None) -> ScannedAsset:
+    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs."""
+    with _open(source) as (stream, name), named_errors(name):
+        reader = _Reader(stream)
+        header = _read_header(reader)
+        if max_level is not None and max_level < header.min_level:
+            raise VbnfError(
+                f"max_level {max_level} is below the coarsest level {header.min_level}", name
+            )
+        requested = [e for e in header.chunks if max_level is None or e.level <= max_level]
+        chunks = []
+        for entry in requested:
+            stored = reader.read(entry.stored_bytes)
+            if len(stored) < entry.stored_bytes:
+                break
+            computed_crc = zlib.crc32(stored)
+            if computed_crc != entry.crc32:
+                raise AssetError(
+                    f"level {entry.level} chunk is corrupted (CRC-32 {computed_crc:08x}, "
+                    f"chunk table says {entry.crc32:08x})"
+                )
+            chunks.append(stored)
+        if len(chunks) == len(header.chunks) and reader.read(1):
+            raise AssetError(f"unexpected data after the last chunk (byte {header.total_bytes})")
+        return ScannedAsset(name, header, chunks, len(requested), reader.consumed_bytes)
+
+
+@contextmanager
+def named_errors(name: str | None) -> Iterator[None]:
+    """Re-raise an :class:`AssetError` that does not name its file with ``name``."""
+    try:
+        yield
+    except AssetError as error:
+        if name is None or error.path is not None:
+            raise
+        raise AssetError(str(error), name) from error
+
+
+class _Reader:
+    """Sequential reads that allocate only as data arrives, however large the request."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.consumed_bytes = 0
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; fewer only when the source has ended."""
+        pieces = []
+        remaining = size
+        while remaining > 0:
+            piece = self._stream.read(min(remaining, _READ_PIECE_BYTES))
+            if not piece:
+                break
+            pieces.append(piece)
+            remaining -= len(piece)
+        data = b"".join(pieces)
+        self.consumed_bytes += len(data)
+        return data
+
+
+@contextmanager
+def _open(source: Source) -> Iterator[tuple[BinaryIO, str | None]]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(source), None
+    elif isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+        try:
+            stream = open(name, "rb")  # noqa: SIM115 - closed below, after the caller's reads
+        except OSError as error:
+            raise AssetError(f"cannot open ({error.strerror})", name) from error
+        with stream:
+            yield stream, name
+    else:
+        stream_name = getattr(source, "name", None)
+        yield source, stream_name if isinstance(stream_name, str) else None
+
+
+def _read_header(reader: _Reader) -> AssetHeader:
+    prefix = reader.read(PREFIX.size)
+    rest = reader.read(header_size(prefix) - PREFIX.size)
+    return unpack_header(prefix + rest)
+
+
+def _decode_field(header: AssetHeader, chunks: list[bytes]) -> FieldData:
+    masks_per_level: list[np.ndarray] = []
+    levels: list[LevelData] = []
+    octree: SparseOctree | None = None
+    for entry, stored in zip(header.chunks, chunks, strict=False):
+        what = f"level {entry.level} chunk"
+        raw = decompress(stored, entry.codec, header.raw_bytes(entry), what)
+        masks_per_level = decode_structure(raw, entry.structure_bytes, masks_per_level, entry.level)
+        octree = SparseOctree.from_child_masks(masks_per_level)
+        if octree.num_corners(entry.level) != entry.corners:
+            raise AssetError(
+                f"level {entry.level} octree has {octree.num_corners(entry.level)} corners, "
+                f"the chunk table says {entry.corners}"
+            )
+        arrays = header.store_arrays(entry)
+        levels.append(
+            decode_store(
+                raw, entry.structure_bytes, entry.level, header.store, arrays, header.bitwidth
+            )
+        )
+    assert octree is not None, "read_asset decodes only sources with a complete level"
+    return FieldData(
+        octree=octree,
+        min_level=header.min_level,
+        feature_dim=header.feature_dim,
+        scale=header.scale,
+        offset=header.offset,
+        mlp=header.mlp,
+        levels=levels,
+        bitwidth=header.bitwidth,
+        rank=header.rank,
+    )
+
+
+def _level_span(levels: list[int]) -> str:
+    return str(levels[0]) if len(levels) == 1 else f"{levels[0]}..{levels[-1]}"

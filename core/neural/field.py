@@ -1,0 +1,338 @@
+"""The multi-level radiance field (torch): octree lookup, summed level features, decoder MLP.
+
+Per sample and level the field finds the occupied cell holding the point, interpolates the
+features of its 8 corners trilinearly and adds the result to the levels before it (a sparse
+Laplacian pyramid, paper section 4.3). A level without a cell at the point adds zero (section
+7.1), so any point inside a coarsest-level cell can be evaluated at any level of detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..asset.field_data import VIEW_ENCODING_DIM, VIEW_FREQUENCIES, FieldData, MLPWeights
+from ..asset.octree import SparseOctree
+from ..limits import (
+    DEFAULT_BITWIDTH,
+    DEFAULT_FEATURE_DIM,
+    DEFAULT_MAX_LEVEL,
+    DEFAULT_MIN_LEVEL,
+    MAX_FEATURE_DIM,
+    MAX_LEVEL,
+    MAX_TRAIN_BITWIDTH,
+)
+from .features import (
+    CodebookFeatures,
+    DenseFeatures,
+    FeatureStore,
+    FrozenFeatures,
+    HashedFeatures,
+)
+
+TrainableStore = Literal["dense", "codebook", "hashed"]
+HIDDEN_DIM = 128
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Architecture choices that fix the parameter layout (stored in checkpoints)."""
+
+    min_level: int = DEFAULT_MIN_LEVEL
+    max_level: int = DEFAULT_MAX_LEVEL
+    feature_dim: int = DEFAULT_FEATURE_DIM
+    store: TrainableStore = "codebook"
+    bitwidth: int = DEFAULT_BITWIDTH
+    hidden_dim: int = HIDDEN_DIM
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_level <= self.max_level <= MAX_LEVEL:
+            raise ValueError(f"need 0 <= min_level <= max_level <= {MAX_LEVEL}, got {self}")
+        if self.store not in ("dense", "codebook", "hashed"):
+            raise ValueError(f"store must be dense, codebook or hashed, got {self.store!r}")
+        if self.store != "dense" and not 1 <= self.bitwidth <= MAX_TRAIN_BITWIDTH[self.store]:
+            raise ValueError(
+                f"bitwidth must be in 1..{MAX_TRAIN_BITWIDTH[self.store]} for the {self.store} "
+                f"store, got {self.bitwidth}"
+            )
+        if not 1 <= self.feature_dim <= MAX_FEATURE_DIM:
+            raise ValueError(f"feature_dim must be in 1..{MAX_FEATURE_DIM}, got {self.feature_dim}")
+
+    @property
+    def num_lods(self) -> int:
+        return self.max_level - self.min_level + 1
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def encode_view_directions(directions: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`core.field_data.encode_view_directions` (27 values per direction)."""
+    parts = [directions]
+    for frequency in range(VIEW_FREQUENCIES):
+        scaled = directions * (2.0**frequency)
+        parts += [torch.sin(scaled), torch.cos(scaled)]
+    return torch.cat(parts, dim=-1)
+
+
+class LevelIndex(nn.Module):
+    """Point -> (cell, trilinear weights, corner ids) for one octree level.
+
+    Cells are found by binary search over sorted linear keys ``(x * R + y) * R + z``; the key
+    order differs from Morton order, so ``key_to_cell`` maps back to the Morton cell index.
+    """
+
+    sorted_keys: torch.Tensor
+    key_to_cell: torch.Tensor
+    cell_corners: torch.Tensor
+
+    def __init__(self, octree: SparseOctree, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.resolution = 1 << level
+        keys = self._linear_keys(torch.from_numpy(octree.cells[level]))
+        order = torch.argsort(keys)
+        self.register_buffer("sorted_keys", keys[order], persistent=False)
+        self.register_buffer("key_to_cell", order, persistent=False)
+        corners = torch.from_numpy(octree.cell_corners(level))
+        self.register_buffer("cell_corners", corners, persistent=False)
+        self.num_corners = octree.num_corners(level)
+
+    def _linear_keys(self, cells: torch.Tensor) -> torch.Tensor:
+        return (cells[:, 0] * self.resolution + cells[:, 1]) * self.resolution + cells[:, 2]
+
+    def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell index per point (-1 where unallocated) and trilinear weights [N, 8]."""
+        scaled = (points + 1.0) * (0.5 * self.resolution)
+        cells = torch.clamp(torch.floor(scaled), 0, self.resolution - 1)
+        local = scaled - cells
+        keys = self._linear_keys(cells.long())
+        position = torch.searchsorted(self.sorted_keys, keys).clamp_(
+            max=self.sorted_keys.numel() - 1
+        )
+        found = self.sorted_keys[position] == keys
+        inside = ((points >= -1.0) & (points <= 1.0)).all(dim=-1)
+        cell = torch.where(found & inside, self.key_to_cell[position], -1)
+        return cell, trilinear_weights(local)
+
+
+def trilinear_weights(local: torch.Tensor) -> torch.Tensor:
+    """[N, 8] weights of a cell's corners for positions ``local`` [N, 3] in the cell, corner
+    ``c`` at ``core.octree.CORNER_OFFSETS[c]`` (x is bit 2, z bit 0), as ``(wx * wy) * wz``: built
+    as outer products of the per-axis pairs (1 - t, t): bit for bit what selecting from and
+    reducing an [N, 8, 3] tensor gives, in half the time on the CPU."""
+    x, y, z = torch.stack([1.0 - local, local], dim=-1).unbind(1)  # each [N, 2]
+    xy = (x[:, :, None] * y[:, None, :]).reshape(-1, 4, 1)
+    return (xy * z[:, None, :]).reshape(-1, 8)
+
+
+def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values of ``ids`` (sorted) and ``ids`` renumbered into them, in O(num_rows)
+    with a mask instead of a sort (``torch.unique`` dominated CPU step time)."""
+    touched = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
+    touched[ids.reshape(-1)] = True
+    rows = torch.nonzero(touched).squeeze(1)
+    position = torch.empty(num_rows, dtype=torch.long, device=ids.device)
+    position[rows] = torch.arange(rows.numel(), device=ids.device)
+    return rows, position[ids]
+
+
+class FeatureGather(Protocol):
+    """The two steps of a level's feature lookup that a backend may replace with kernels (the
+    fused CUDA ones are :class:`core.neural.render.gpu.ops.KernelGather`)."""
+
+    def corners(
+        self, index: LevelIndex, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cell per point (-1 where unallocated), its corner ids [N, 8] and trilinear weights
+        [N, 8]; unallocated points get weight 0 and cell 0's corner ids."""
+        ...
+
+    def interpolate(
+        self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_c weights[:, c] * table[rows[:, c]]`` [N, k], differentiable in ``table``."""
+        ...
+
+
+class TorchGather:
+    """The reference :class:`FeatureGather`. The interpolation gathers one ``[N, k]`` block per
+    corner with ``index_select`` (whose backward is an ``index_add``) and accumulates it in
+    place, rather than gathering ``[N, 8, k]`` at once and summing: on one CPU thread, forward
+    and backward of 400k points took 0.23 s instead of 0.35 s (``embedding_bag``: 0.41 s), and
+    a training step 0.64 s instead of 0.91 s, at the same peak memory."""
+
+    def corners(
+        self, index: LevelIndex, points: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cell, weights = index.locate(points)
+        corner_ids = index.cell_corners.index_select(0, torch.clamp(cell, min=0))
+        return cell, corner_ids, weights * (cell >= 0)[:, None]
+
+    def interpolate(
+        self, weights: torch.Tensor, rows: torch.Tensor, table: torch.Tensor
+    ) -> torch.Tensor:
+        total = table.index_select(0, rows[:, 0]) * weights[:, :1]
+        for corner in range(1, rows.shape[1]):
+            corner_weights = weights[:, corner : corner + 1]
+            total.addcmul_(table.index_select(0, rows[:, corner]), corner_weights)
+        return total
+
+
+TORCH_GATHER = TorchGather()
+
+
+class RadianceField(nn.Module):
+    """Feature stores for levels ``min_level..max_level`` plus one shared decoder MLP."""
+
+    def __init__(
+        self,
+        octree: SparseOctree,
+        config: FieldConfig,
+        scale: float,
+        offset: np.ndarray,
+        stores: list[FeatureStore] | None = None,
+    ) -> None:
+        super().__init__()
+        if octree.max_level != config.max_level:
+            raise ValueError(f"octree depth {octree.max_level} != max_level {config.max_level}")
+        self.octree = octree
+        self.config = config
+        self.scale = float(scale)
+        self.offset = np.asarray(offset, dtype=np.float64)
+        levels = range(config.min_level, config.max_level + 1)
+        self.indexes = nn.ModuleList(LevelIndex(octree, level) for level in levels)
+        self.stores = nn.ModuleList(stores or [self._new_store(level) for level in levels])
+        self.hidden = nn.Linear(config.feature_dim + VIEW_ENCODING_DIM, config.hidden_dim)
+        self.output = nn.Linear(config.hidden_dim, 4)
+
+    def _new_store(self, level: int) -> FeatureStore:
+        num_corners, dim = self.octree.num_corners(level), self.config.feature_dim
+        if self.config.store == "dense":
+            return DenseFeatures(num_corners, dim)
+        if self.config.store == "codebook":
+            return CodebookFeatures(num_corners, dim, self.config.bitwidth)
+        return HashedFeatures(self.octree.corners(level), dim, self.config.bitwidth)
+
+    def levels(self) -> list[tuple[LevelIndex, FeatureStore]]:
+        """(lookup, feature store) of each feature level, coarsest first."""
+        return [
+            (cast(LevelIndex, index), cast(FeatureStore, store))
+            for index, store in zip(self.indexes, self.stores, strict=True)
+        ]
+
+    def features(
+        self,
+        points: torch.Tensor,
+        lod: int,
+        gather: FeatureGather = TORCH_GATHER,
+        tables: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels), and
+        whether each point lies in an allocated cell of the coarsest level (elsewhere the field
+        is empty space: density 0, as the numpy decoder has it).
+
+        Per level only the corners this batch touches are asked for (``store(rows)``), so the
+        VQ-AD softmax runs on those rows alone; or, given ``tables`` (:meth:`corner_tables`,
+        for renders that shade many batches with one decoding), the level's table is read
+        directly. Points in unallocated cells get zero weights, hence zero features.
+        """
+        if not 0 <= lod < self.config.num_lods:
+            raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
+        total = points.new_zeros(points.shape[0], self.config.feature_dim)
+        inside: torch.Tensor | None = None  # set by level 0, which every lod includes
+        for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
+            cell, corner_ids, weights = gather.corners(index, points)
+            if inside is None:
+                inside = cell >= 0
+            if tables is None:
+                rows, local_ids = touched_rows(corner_ids, index.num_corners)
+                total = total + gather.interpolate(weights, local_ids, store(rows))
+            else:
+                total = total + gather.interpolate(weights, corner_ids, tables[depth])
+        assert inside is not None
+        return total, inside
+
+    def corner_tables(self, lod: int) -> list[torch.Tensor]:
+        """Decoded features [M, k] of every corner of levels ``0..lod`` (for VQ-AD, one argmax
+        per corner), to decode once per render instead of once per batch of samples."""
+        return [
+            store(torch.arange(index.num_corners, device=index.cell_corners.device))
+            .float()
+            .contiguous()
+            for index, store in self.levels()[: lod + 1]
+        ]
+
+    def forward(
+        self,
+        points: torch.Tensor,
+        directions: torch.Tensor,
+        lod: int,
+        gather: FeatureGather = TORCH_GATHER,
+        tables: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions;
+        ``gather`` and ``tables`` as in :meth:`features`."""
+        features, inside = self.features(points, lod, gather, tables)
+        density, rgb = self.decode(features, directions)
+        return density * inside, rgb
+
+    def decode(
+        self, features: torch.Tensor, directions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared MLP on summed level features and unit view directions."""
+        inputs = torch.cat([features, encode_view_directions(directions)], dim=-1)
+        output = self.output(torch.relu(self.hidden(inputs)))
+        return torch.relu(output[:, 0]), torch.sigmoid(output[:, 1:4])
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(feature grid parameters, decoder parameters): the grid trains at 100x the lr."""
+        return list(self.stores.parameters()), [
+            *self.hidden.parameters(),
+            *self.output.parameters(),
+        ]
+
+    def _mlp_parameters(self) -> tuple[torch.Tensor, ...]:
+        """In the order of :class:`MLPWeights`."""
+        return self.hidden.weight, self.hidden.bias, self.output.weight, self.output.bias
+
+    def to_field_data(self) -> FieldData:
+        """The field as arrays; bitwidth and rank are read off the stores, so a frozen field
+        rebuilt from an asset exports the same metadata it was read with."""
+        mlp = MLPWeights(*(p.detach().float().cpu().numpy().copy() for p in self._mlp_parameters()))
+        levels = [store.export(index.level) for index, store in self.levels()]
+        codebook, basis = levels[0].codebook, levels[0].basis
+        return FieldData(
+            octree=self.octree,
+            min_level=self.config.min_level,
+            feature_dim=self.config.feature_dim,
+            scale=self.scale,
+            offset=self.offset.copy(),
+            mlp=mlp,
+            levels=levels,
+            bitwidth=0 if codebook is None else int(codebook.shape[0]).bit_length() - 1,
+            rank=0 if basis is None else int(basis.shape[0]),
+        )
+
+    @classmethod
+    def from_field_data(cls, data: FieldData) -> RadianceField:
+        """A frozen field that renders exactly what an asset's bytes hold."""
+        octree = data.octree.truncated(data.max_level)
+        hidden_dim = int(data.mlp.hidden_bias.shape[0])
+        config = FieldConfig(
+            data.min_level, data.max_level, data.feature_dim, "dense", hidden_dim=hidden_dim
+        )
+        stores: list[FeatureStore] = [
+            FrozenFeatures(level_data, octree.corners(level_data.level))
+            for level_data in data.levels
+        ]
+        field = cls(octree, config, data.scale, data.offset, stores)
+        with torch.no_grad():
+            for parameter, array in zip(field._mlp_parameters(), data.mlp.arrays(), strict=True):
+                parameter.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
+        return field
