@@ -489,7 +489,7 @@ def test_a_changed_material_asks_before_the_bake_drops_the_kept_views(
     assert job.progress.message == job.resume_note
     assert _view_files(work_dir) == {} and _work_state(work_dir)["views_done"] == 0
     job.advance()  # renders the first view again, of the scene as it is now
-    assert len(_view_files(work_dir)) == 2
+    assert len(_view_files(work_dir)) == 3  # one view: RGBA, depth EXR, depth PNG
     job.cancel()
     job.advance()
     job.close()
@@ -684,7 +684,7 @@ def test_changed_capture_settings_start_over(extension: ModuleType, tmp_path: Pa
     _set_bake_settings(views=4, resolution=16)
     _cancel_during_capture(extension, views=1)
     work_dir = tmp_path / "changed.vbnf.bake"
-    assert len(_view_files(work_dir)) == 2
+    assert len(_view_files(work_dir)) == 3  # one view: RGBA, depth EXR, depth PNG
     _set_bake_settings(views=4, resolution=20)
     job = extension.ops_bake.make_job(bpy.context)
     job.start()

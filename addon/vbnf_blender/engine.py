@@ -20,7 +20,7 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
-    from .core import cameras, dataset
+    from .core import cameras, dataset, interop
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
     from .core.decoder import FieldDecoder
@@ -30,7 +30,7 @@ if _VENDORED:
     from .core.vbnf import asset_info, cut_asset, read_asset
     from .core.vbnf.spec import MAX_LEVEL
 else:
-    from core import cameras, dataset
+    from core import cameras, dataset, interop
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
     from core.decoder import FieldDecoder
@@ -56,5 +56,6 @@ __all__ = [
     "cameras",
     "cut_asset",
     "dataset",
+    "interop",
     "read_asset",
 ]
