@@ -397,13 +397,13 @@ def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     assert not (tmp_path / "esc.vbnf").exists()
     work_dir = tmp_path / "esc.vbnf.bake"
     kept = _view_files(work_dir)
-    assert len(kept) == 4 and _work_state(work_dir)["views_done"] == 2  # PNG + depth EXR each
+    assert len(kept) == 6 and _work_state(work_dir)["views_done"] == 2  # RGBA, depth EXR, PNG each
     assert extension.work_folder.resume_line(work_dir) == "Resumable: 2/4 views"
 
     resumed = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
     resumed.tick_until(lambda: resumed.status.stage == "train")
     views = _view_files(work_dir)
-    assert len(views) == 10 and all(views[path] == time for path, time in kept.items())
+    assert len(views) == 15 and all(views[path] == time for path, time in kept.items())
     assert resumed.tick_until(lambda: not resumed.status.running) == {"FINISHED"}
     [(kind, text)] = resumed.reports
     assert kind == {"INFO"} and text.endswith(", resumed from 2/4 views)"), text
