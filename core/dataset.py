@@ -173,7 +173,7 @@ def load_split(dataset_dir: Path, split: str) -> Split:
     rgba = [read_rgba_png(image_path) for image_path, _, _ in parsed]
     intrinsics = _parse_intrinsics(document, json_path, (rgba[0].shape[0], rgba[0].shape[1]))
     expected = (intrinsics.height, intrinsics.width)
-    depth_step_m = float(document.get("integer_depth_scale", DEFAULT_DEPTH_STEP_M))
+    depth_step_m = _depth_step_m(document, json_path)
     depth = []
     for image, (image_path, depth_path, _) in zip(rgba, parsed, strict=True):
         if image.shape[:2] != expected:
@@ -214,6 +214,15 @@ def _split_frames(dataset_dir: Path, split: str) -> tuple[Path, dict[str, Any], 
                 raise DatasetError(f"no frame is named in '{split}_filenames'", combined_path)
             return combined_path, document, chosen
     raise DatasetError(f"missing transforms_{split}.json", dataset_dir)
+
+
+def _depth_step_m(document: dict[str, Any], json_path: Path) -> float:
+    """Scene units a count of a depth PNG: ``integer_depth_scale``, else nerfstudio's mm."""
+    value = document.get("integer_depth_scale", DEFAULT_DEPTH_STEP_M)
+    if not isinstance(value, int | float) or not 0 < value < math.inf:
+        message = f"integer_depth_scale must be a positive number, got {value!r}"
+        raise DatasetError(message, json_path)
+    return float(value)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

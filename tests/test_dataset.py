@@ -91,6 +91,7 @@ def _edit_transforms(dataset: Path, edit) -> Path:  # type: ignore[no-untyped-de
         (lambda d: d["frames"][1].update(transform_matrix=[[1, 0], [0, 1]]), "4x4"),
         (lambda d: d.update(w=33), "transforms say 33x32"),
         (lambda d: d["frames"][2].update(file_path="train/nope"), "image file is missing"),
+        (lambda d: d.update(integer_depth_scale="mm"), "integer_depth_scale must be a positive"),
     ],
 )
 def test_malformed_dataset_is_rejected_naming_the_file(
