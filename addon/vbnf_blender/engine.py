@@ -24,7 +24,7 @@ if _VENDORED:
     from .core.asset.vbnf import asset_info, cut_asset, read_asset
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from .core.data import cameras, dataset
+    from .core.data import cameras, dataset, interop
     from .core.errors import AssetError, VbnfError
     from .core.limits import (
         DEFAULT_BITWIDTH,
@@ -40,7 +40,7 @@ else:
     from core.asset.vbnf import asset_info, cut_asset, read_asset
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from core.data import cameras, dataset
+    from core.data import cameras, dataset, interop
     from core.errors import AssetError, VbnfError
     from core.limits import (
         DEFAULT_BITWIDTH,
@@ -72,5 +72,6 @@ __all__ = [
     "cameras",
     "cut_asset",
     "dataset",
+    "interop",
     "read_asset",
 ]

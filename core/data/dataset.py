@@ -7,26 +7,36 @@ extension), a 4x4 camera-to-world matrix (Blender/OpenGL camera: looks down -Z, 
 single-channel float32 EXR of planar depth along the camera's -Z axis (``depth_file_path``,
 relative, with extension; 0, inf or >= 1e9 where no surface was hit).
 
-This module is the one place that reads and writes that layout: the Cycles capture, the built-in
-synthetic scene and the trainer all go through it, so the convention cannot drift between them.
+This module reads that layout and writes each view's files; ``core.data.interop`` writes the index
+files (the split files above, and what nerfstudio and instant-ngp need beside them). The Cycles
+capture, the built-in synthetic scene and the trainer all go through the two, so the convention
+cannot drift between them.
+
+The reader also takes what other writers produce: ``file_path`` with its extension (BlenderNeRF,
+nerfstudio), only ``camera_angle_x`` and no ``w``/``h`` (the original NeRF-synthetic scenes: the
+size comes from the images), depth as a 16-bit PNG (``integer_depth_scale`` scene units a step,
+else nerfstudio's millimetres) or no depth at all (zeros: no surface known), and a split named by
+``<split>_filenames`` in nerfstudio's ``transforms.json`` where no split file exists.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_bytes
+from ..atomic import atomic_path
 from ..errors import DatasetError
 
 SPLITS = ("train", "test")
 NO_SURFACE_DEPTH = 1e9  # depths at or above this (and 0, inf, nan) mean "no surface"
+# nerfstudio's depth_unit_scale_factor: a depth PNG counts millimetres unless its file says not
+DEFAULT_DEPTH_STEP_M = 1e-3
+NERFSTUDIO_FILE = "transforms.json"
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def write_transforms(path: Path, intrinsics: Intrinsics, frames: Sequence[FrameRecord]) -> None:
-    """Write one ``transforms_<split>.json`` atomically (temporary file, then rename)."""
-    document = intrinsics.to_json()
-    document["frames"] = [
-        {
-            "file_path": frame.file_path,
-            "depth_file_path": frame.depth_file_path,
-            "transform_matrix": np.asarray(frame.camera_to_world, dtype=float).tolist(),
-        }
-        for frame in frames
-    ]
-    atomic_write_bytes(path, json.dumps(document, indent=2).encode())
 
 
 def write_depth_exr(path: Path, depth: np.ndarray) -> None:
@@ -147,53 +143,133 @@ def read_rgba_png(path: Path) -> np.ndarray:
     return pixels
 
 
+def read_depth_png(path: Path, step_m: float) -> np.ndarray:
+    """Read a single-channel (16-bit) depth PNG as planar depth: count * ``step_m``, 0 = none."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DatasetError("depth file is missing", path)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("I;16", "I", "L"):
+                raise DatasetError(f"depth PNG must be single-channel, found {image.mode}", path)
+            counts = np.asarray(image, dtype=np.float64)
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"cannot read depth PNG ({error})", path) from error
+    return (counts * step_m).astype(np.float32)
+
+
 def load_split(dataset_dir: Path, split: str) -> Split:
     """Load one split, checking every field so a malformed folder fails with its file named."""
     dataset_dir = Path(dataset_dir)
-    json_path = dataset_dir / f"transforms_{split}.json"
     if not dataset_dir.is_dir():
         raise DatasetError("dataset folder does not exist", dataset_dir)
-    if not json_path.is_file():
-        raise DatasetError(f"missing transforms_{split}.json", dataset_dir)
-    try:
-        document = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"not valid JSON ({error})", json_path) from error
-    if not isinstance(document, dict):
-        raise DatasetError("top level must be a JSON object", json_path)
-    intrinsics = _parse_intrinsics(document, json_path)
-    frames = document.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise DatasetError("'frames' must be a non-empty list", json_path)
-
-    rgba, depth, poses, names = [], [], [], []
-    for number, frame in enumerate(frames):
-        image_path, depth_path, pose = _parse_frame(frame, number, json_path, dataset_dir)
-        image = read_rgba_png(image_path)
-        depth_map = read_depth_exr(depth_path)
-        expected = (intrinsics.height, intrinsics.width)
+    json_path, document, frames = _split_frames(dataset_dir, split)
+    parsed = [_parse_frame(frame, n, json_path, dataset_dir) for n, frame in enumerate(frames)]
+    with_depth = [depth_path is not None for _, depth_path, _ in parsed]
+    if any(with_depth) and not all(with_depth):
+        number = with_depth.index(False)
+        raise DatasetError(f"frame {number} has no depth file while other frames do", json_path)
+    rgba = [read_rgba_png(image_path) for image_path, _, _ in parsed]
+    intrinsics = _parse_intrinsics(document, json_path, (rgba[0].shape[0], rgba[0].shape[1]))
+    expected = (intrinsics.height, intrinsics.width)
+    depth_step_m = _depth_step_m(document, json_path)
+    depth = []
+    for image, (image_path, depth_path, _) in zip(rgba, parsed, strict=True):
         if image.shape[:2] != expected:
             raise DatasetError(
                 f"image is {image.shape[1]}x{image.shape[0]}, "
                 f"transforms say {intrinsics.width}x{intrinsics.height}",
                 image_path,
             )
+        depth_map = _read_depth(depth_path, depth_step_m, expected)
         if depth_map.shape != expected:
             raise DatasetError(
                 f"depth is {depth_map.shape[1]}x{depth_map.shape[0]}, "
                 f"transforms say {intrinsics.width}x{intrinsics.height}",
                 depth_path,
             )
-        rgba.append(image)
         depth.append(depth_map)
-        poses.append(pose)
-        names.append(image_path.stem)
-    return Split(intrinsics, np.stack(rgba), np.stack(depth), np.stack(poses), names)
+    poses = np.stack([pose for _, _, pose in parsed])
+    names = [image_path.stem for image_path, _, _ in parsed]
+    return Split(intrinsics, np.stack(rgba), np.stack(depth), poses, names)
 
 
-def _parse_intrinsics(document: dict[str, Any], json_path: Path) -> Intrinsics:
+def _split_frames(dataset_dir: Path, split: str) -> tuple[Path, dict[str, Any], list[Any]]:
+    """The file describing ``split``, its document and the split's frames: the split file, or
+    nerfstudio's ``transforms.json`` where that names the split's images."""
+    split_path = dataset_dir / f"transforms_{split}.json"
+    combined_path = dataset_dir / NERFSTUDIO_FILE
+    if split_path.is_file():
+        document = _read_json(split_path)
+        return split_path, document, _frame_list(document, split_path)
+    if combined_path.is_file():
+        document = _read_json(combined_path)
+        names = document.get(f"{split}_filenames")
+        if isinstance(names, list):
+            wanted = {_relative_name(name) for name in names}
+            frames = _frame_list(document, combined_path)
+            chosen = [f for f in frames if _relative_name(_field(f, "file_path")) in wanted]
+            if not chosen:
+                raise DatasetError(f"no frame is named in '{split}_filenames'", combined_path)
+            return combined_path, document, chosen
+    raise DatasetError(f"missing transforms_{split}.json", dataset_dir)
+
+
+def _depth_step_m(document: dict[str, Any], json_path: Path) -> float:
+    """Scene units a count of a depth PNG: ``integer_depth_scale``, else nerfstudio's mm."""
+    value = document.get("integer_depth_scale", DEFAULT_DEPTH_STEP_M)
+    if not isinstance(value, int | float) or not 0 < value < math.inf:
+        message = f"integer_depth_scale must be a positive number, got {value!r}"
+        raise DatasetError(message, json_path)
+    return float(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        width, height = int(document["w"]), int(document["h"])
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"not valid JSON ({error})", path) from error
+    if not isinstance(document, dict):
+        raise DatasetError("top level must be a JSON object", path)
+    return document
+
+
+def _frame_list(document: dict[str, Any], json_path: Path) -> list[Any]:
+    frames = document.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise DatasetError("'frames' must be a non-empty list", json_path)
+    return frames
+
+
+def _field(frame: Any, key: str) -> Any:
+    return frame.get(key) if isinstance(frame, dict) else None
+
+
+def _relative_name(name: Any) -> str:
+    """``./train/a.png`` and ``train/a.png`` name the same file."""
+    return str(PurePosixPath(str(name)))
+
+
+def _read_depth(depth_path: Path | None, step_m: float, shape: tuple[int, int]) -> np.ndarray:
+    if depth_path is None:
+        return np.zeros(shape, dtype=np.float32)  # a dataset without depth: no surface known
+    suffix = depth_path.suffix.lower()
+    if suffix == ".exr":
+        return read_depth_exr(depth_path)
+    if suffix == ".png":
+        return read_depth_png(depth_path, step_m)
+    raise DatasetError(f"depth must be an .exr or a 16-bit .png, not '{suffix}'", depth_path)
+
+
+def _parse_intrinsics(
+    document: dict[str, Any], json_path: Path, image_size: tuple[int, int]
+) -> Intrinsics:
+    """Intrinsics as written, with the NeRF-synthetic fallbacks: the size of the images, the
+    focal length from ``camera_angle_x``, square pixels, the principal point at the centre."""
+    try:
+        width = int(document.get("w", image_size[1]))
+        height = int(document.get("h", image_size[0]))
         fx = float(document.get("fl_x") or 0.5 * width / math.tan(0.5 * document["camera_angle_x"]))
         fy = float(document.get("fl_y") or fx)
         cx = float(document.get("cx", 0.5 * width))
@@ -209,11 +285,13 @@ def _parse_intrinsics(document: dict[str, Any], json_path: Path) -> Intrinsics:
 
 def _parse_frame(
     frame: Any, number: int, json_path: Path, dataset_dir: Path
-) -> tuple[Path, Path, np.ndarray]:
+) -> tuple[Path, Path | None, np.ndarray]:
+    """The frame's image, its depth file (None: no depth) and its pose. The float EXR
+    (``depth_file_path``) wins over instant-ngp's 16-bit ``depth_path`` where both are given."""
     where = f"frame {number}"
     if not isinstance(frame, dict):
         raise DatasetError(f"{where} is not an object", json_path)
-    for key in ("file_path", "depth_file_path", "transform_matrix"):
+    for key in ("file_path", "transform_matrix"):
         if key not in frame:
             raise DatasetError(f"{where} has no '{key}'", json_path)
     try:
@@ -222,8 +300,11 @@ def _parse_frame(
         raise DatasetError(f"{where}: transform_matrix is not numeric", json_path) from error
     if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
         raise DatasetError(f"{where}: transform_matrix must be a finite 4x4 matrix", json_path)
-    image_path = dataset_dir / f"{frame['file_path']}.png"
-    depth_path = dataset_dir / str(frame["depth_file_path"])
+    image_path = dataset_dir / str(frame["file_path"])
+    if not image_path.is_file():  # NeRF-synthetic names images without their extension
+        image_path = dataset_dir / f"{frame['file_path']}.png"
+    depth_name = frame.get("depth_file_path", frame.get("depth_path"))
+    depth_path = None if depth_name is None else dataset_dir / str(depth_name)
     return image_path, depth_path, pose
 
 
