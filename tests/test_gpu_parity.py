@@ -46,6 +46,7 @@ from core.neural.render.gpu.backend import (
 )
 from core.neural.render.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
 from core.neural.render.gpu.kernels import import_cupy
+from core.neural.render.gpu.octree_tables import trace_tables
 from core.neural.render.raymarch import (
     OctreeTracer,
     PackedSamples,
@@ -160,6 +161,59 @@ def test_trace_with_no_rays_and_no_hits(device: torch.device, octree: SparseOctr
     assert ops.trace(tracer, empty, empty).ray_index.numel() == 0
     away = torch.tensor([[3.0, 3.0, 3.0]], device=device)
     assert ops.trace(tracer, away, away).ray_index.numel() == 0
+
+
+def test_trace_write_keeps_to_each_rays_slots(device: torch.device, octree: SparseOctree) -> None:
+    """Given slots that disagree with its walk (one too few for every third ray, two too many
+    for the next), ``trace_write`` writes exactly ray r's slots ``offsets[r]..offsets[r + 1]``:
+    no neighbour's slot, nothing past the end, and spare slots as zero-length hits."""
+    tracer = OctreeTracer(octree, 3).to(device)
+    origins, directions = make_rays(device, 512, seed=17)
+    num_rays = int(origins.shape[0])
+    expected = tracer(origins, directions)
+    counts = torch.bincount(expected.ray_index, minlength=num_rays)
+    slots = counts.clone()
+    slots[0::3] = (counts[0::3] - 1).clamp(min=0)
+    slots[1::3] += 2
+    offsets = torch.cat([slots.new_zeros(1), torch.cumsum(slots, 0)])
+    total = int(offsets[-1])
+    tables = trace_tables(tracer, device)
+    guard = -7  # one slot past the end and every slot start out as this
+    ray_index, cell_index = (torch.full((total + 1,), guard, device=device) for _ in range(2))
+    scratch_in, scratch_out = (torch.full((total + 1,), guard, dtype=torch.float64,
+                                          device=device) for _ in range(2))  # fmt: skip
+    t_in, t_out = (torch.full((total + 1,), guard, dtype=torch.float32, device=device)
+                   for _ in range(2))  # fmt: skip
+    p = ops.pointer
+    ops.launch(
+        "trace_write", device, num_rays, p(origins, torch.float32), p(directions, torch.float32),
+        np.int32(num_rays), p(tables.cell_min, torch.float64), p(tables.children, torch.int32),
+        np.int32(tracer.level), np.int32(tables.level_start), np.int32(tables.num_roots),
+        p(offsets, torch.int64), p(ray_index, torch.int64), p(cell_index, torch.int64),
+        p(scratch_in, torch.float64), p(scratch_out, torch.float64), p(t_in, torch.float32),
+        p(t_out, torch.float32),
+    )  # fmt: skip
+    for written in (ray_index, cell_index, scratch_in, scratch_out, t_in, t_out):
+        assert float(written[total]) == guard
+    rays = torch.arange(num_rays, device=device)
+    assert torch.equal(ray_index[:total], torch.repeat_interleave(rays, slots))
+    first_hit = torch.cumsum(counts, 0) - counts
+    for ray in range(num_rays):
+        begin, end, hit = int(offsets[ray]), int(offsets[ray + 1]), int(first_hit[ray])
+        kept = min(int(counts[ray]), int(slots[ray]))
+        got = [a[begin : begin + kept] for a in (cell_index, t_in, t_out)]
+        if kept == int(counts[ray]):  # every hit has a slot: the same hits, in order
+            want = [a[hit : hit + kept] for a in (expected.cell_index, expected.t_in,
+                                                   expected.t_out)]  # fmt: skip
+            for got_values, want_values in zip(got, want, strict=True):
+                assert torch.equal(got_values, want_values), ray
+        else:  # one hit dropped: the others, still front to back
+            assert set(got[0].tolist()) <= set(expected.cell_index[hit : hit + kept + 1].tolist())
+            assert bool((got[1][1:] >= got[1][:-1]).all()), ray
+        spare_in, spare_out = t_in[begin + kept : end], t_out[begin + kept : end]
+        assert torch.equal(spare_in, spare_out), ray
+        if kept:
+            assert bool((spare_in == t_out[begin + kept - 1]).all()), ray
 
 
 def test_bin_centre_samples_match_torch_exactly(device: torch.device, octree: SparseOctree) -> None:

@@ -53,7 +53,7 @@ def trace(tracer: OctreeTracer, origins: torch.Tensor, directions: torch.Tensor)
     if total:
         scratch_in = torch.empty(total, dtype=torch.float64, device=device)
         scratch_out = torch.empty(total, dtype=torch.float64, device=device)
-        offsets = (ends - counts).contiguous()
+        offsets = torch.cat([ends.new_zeros(1), ends])
         launch(
             "trace_write", device, num_rays, *ray_args, np.int32(num_rays), *octree_args,
             pointer(offsets, torch.int64), pointer(ray_index, torch.int64),
