@@ -29,7 +29,9 @@ Tolerances:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +64,7 @@ from core.neural.render.renderer import (
     render_rays,
     render_rays_early_exit,
 )
+from core.neural.trainer import Trainer, TrainingRays, TrainOptions
 
 
 def cuda_skip_reason() -> str | None:
@@ -372,16 +375,94 @@ def test_composite_gradient_of_one_output_only(device: torch.device, octree: Spa
 
 
 def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) -> None:
+    """The kernels run on torch's current stream: their input is written on a side stream
+    only after a 20 ms sleep there, so a kernel launched on any other stream would read it
+    before it exists."""
     if device.type != "cuda":
         pytest.skip("streams exist on CUDA only")
     samples, density, rgb, num_rays = composite_inputs(device, octree, 9)
-    expected = composite(density, rgb, samples, num_rays)
+    expected = composite(density * 2.0, rgb, samples, num_rays)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        actual = ops.composite(density, rgb, samples, num_rays)
+        torch.cuda._sleep(40_000_000)  # clock cycles: ~20 ms at 2 GHz
+        doubled = density.detach() * 2.0
+        actual = ops.composite(doubled, rgb.detach(), samples, num_rays)
     torch.cuda.current_stream().wait_stream(stream)
-    torch.testing.assert_close(actual[0], expected[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_cupy_training_step_waits_for_the_gpu_three_times(
+    device: torch.device, octree: SparseOctree, tmp_path: Path
+) -> None:
+    """The host syncs of a cupy training step, counted by torch's sync debug mode: the number
+    of hits (it sizes the hit list), the numbers of corners each level touches (they size the
+    rows asked of each store; read for all levels at once) and the loss the step reports."""
+    if device.type != "cuda":
+        pytest.skip("host syncs exist on CUDA only")
+    field = make_field(device, octree, "codebook", 5.0).train()
+    batch = make_batch(device, 2048, seed=19)
+    target = torch.rand(len(batch), 4, device=device)
+    options = TrainOptions(batch_rays=1024, device="cuda", backend="cupy")
+    trainer = Trainer(field, TrainingRays(batch, target), options, tmp_path)
+    ids = torch.arange(1024, device=device)
+    trainer.step(ids)  # compiles the kernels and builds Adam's state
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.step(ids)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = [
+        f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+    ]
+    assert len(sites) == 3, sites
+
+
+LARGE_RAYS = 1 << 20
+
+
+def test_large_input_matches_torch(device: torch.device, octree: SparseOctree) -> None:
+    """2^20 rays, ~7 million hits, ~100 million samples (the other tests take a few thousand
+    rays): 64-bit sample indices, grids of thousands of blocks, and each kernel's output
+    against torch's at that size."""
+    if device.type != "cuda":
+        pytest.skip("too large for the host build")
+    if torch.cuda.get_device_properties(device).total_memory < 32 * 2**30:
+        pytest.skip("needs a GPU with 32 GiB or more")
+    tracer = OctreeTracer(octree, 3).to(device)
+    origins, directions = make_rays(device, LARGE_RAYS, seed=20)
+    expected_hits = tracer(origins, directions)
+    hits = ops.trace(tracer, origins, directions)
+    for name in ("ray_index", "cell_index", "t_in", "t_out"):
+        assert torch.equal(getattr(hits, name), getattr(expected_hits, name)), name
+    del expected_hits
+    expected = sample_hits(hits, origins, directions, None)
+    samples = ops.sample(hits, origins, directions, None)
+    assert samples.t.numel() > 50_000_000
+    for name in ("ray_index", "t", "step", "points"):
+        assert torch.equal(getattr(samples, name), getattr(expected, name)), name
+    del expected
+    generator = torch.Generator(device=device).manual_seed(20)
+    count = samples.t.numel()
+    density = (MEDIA_DENSITY["thin"] * 100.0 * torch.rand(count, device=device,
+               generator=generator)).requires_grad_()  # fmt: skip
+    rgb = torch.rand(count, 3, device=device, generator=generator).requires_grad_()
+    num_rays = int(origins.shape[0])
+    results = []
+    for function in (composite, ops.composite):
+        colour, alpha = function(density, rgb, samples, num_rays)
+        loss = colour.sum() + 0.5 * alpha.sum()
+        results.append(
+            (colour.detach(), alpha.detach(), *torch.autograd.grad(loss, [density, rgb]))
+        )
+    for got, want in zip(results[1][:2], results[0][:2], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(results[1][2:], results[0][2:], strict=True):
+        assert_gradient_close(got, want)
 
 
 def make_field(
