@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine's check, in one run of about 6 minutes: the figures no session has yet, most
+# The GPU machine's check, in one run of 6 minutes or so: the figures no session has yet, most
 # valuable first, each phase under its own timeout (and all of them under CHECK_BUDGET_S), so
 # a hang or a crash costs that phase only; everything is written to $OUT as it comes.
 #
@@ -21,11 +21,14 @@ OUT_DIR=${OUT:-out/gpu_check}
 WHEELS=out/wheels  # carried: packages the machine lacks (OpenEXR), as wheels (docs/gpu.md)
 SITE=/tmp/vbnf_site
 SCENE=/tmp/vbnf_check_scene
-BUDGET_S=${CHECK_BUDGET_S:-360}
+BUDGET_S=${CHECK_BUDGET_S:-380}
 START_S=$SECONDS
 SUMMARY=()
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
+if [ -d /usr/local/cuda/bin ]; then  # nvcc (compile test) and compute-sanitizer
+    PATH=$PATH:/usr/local/cuda/bin
+fi
 
 stamp() {
     printf '%s +%ds' "$(date -u +%H:%M:%S)" "$((SECONDS - START_S))"
@@ -107,7 +110,7 @@ main() {
     run_phase parity 100 "${pytest[@]}" -v --junitxml "$OUT_DIR/parity.xml" \
         -k "not host and not large and not waits_for" tests/test_gpu_parity.py \
         tests/test_cuda_compile.py
-    run_phase bench 150 "$PY" -m bench.gpu_backends --budget-s 25 --eval-interval-s 5 \
+    run_phase bench 170 "$PY" -m bench.gpu_backends --budget-s 40 --eval-interval-s 5 \
         --scene "$SCENE" --json "$OUT_DIR/gpu_backends.json"
     run_phase large 60 "${pytest[@]}" -v --junitxml "$OUT_DIR/large.xml" \
         -k "not host and (large or waits_for)" tests/test_gpu_parity.py

@@ -380,7 +380,11 @@ def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) 
     before it exists."""
     if device.type != "cuda":
         pytest.skip("streams exist on CUDA only")
-    samples, density, rgb, num_rays = composite_inputs(device, octree, 9)
+    _, density, rgb, num_rays = composite_inputs(device, octree, 9)
+    tracer = OctreeTracer(octree, 3).to(device)
+    origins, directions = make_rays(device, 3000, seed=9)
+    samples = ops.sample(ops.trace(tracer, origins, directions), origins, directions, None)
+    assert isinstance(samples, ops.KernelSamples)  # composite waits for nothing on the host
     expected = composite(density * 2.0, rgb, samples, num_rays)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
