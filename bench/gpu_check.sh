@@ -11,7 +11,8 @@
 #   sanitizer  compute-sanitizer memcheck of the kernel tests, torch's caching allocator off
 #
 # Run from the repository root or anywhere: `bash bench/gpu_check.sh` (the device call is in
-# docs/gpu.md). Without a CUDA device it stops after the preflight, with exit status 2.
+# docs/gpu.md). Without a CUDA device it stops after the preflight, with exit status 2; else
+# it ends with 0 when every phase passed and 1 when one failed, timed out or was skipped.
 # Output: ${OUT:-out/gpu_check}/gpu_check.log (everything printed), gpu_backends.json,
 # gpu_profile.json, parity.xml, large.xml, sanitizer.log.
 set -uo pipefail
@@ -24,6 +25,7 @@ SCENE=/tmp/vbnf_check_scene
 BUDGET_S=${CHECK_BUDGET_S:-380}
 START_S=$SECONDS
 SUMMARY=()
+FAILED=0  # the exit status: 1 once a phase fails, times out or is skipped
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
 if [ -d /usr/local/cuda/bin ]; then  # nvcc (compile test) and compute-sanitizer
@@ -44,6 +46,7 @@ run_phase() {
     if ((cap < 15)); then
         echo "== $(stamp) $name: skipped, ${left}s of the ${BUDGET_S}s budget left"
         SUMMARY+=("$name: skipped (budget)")
+        FAILED=1
         return 125
     fi
     echo "== $(stamp) $name (at most ${cap}s)"
@@ -54,6 +57,7 @@ run_phase() {
     if ((status == 124 || status == 137)); then verdict="TIMED OUT after ${cap}s"; fi
     echo "== $(stamp) $name: $verdict in $((SECONDS - began))s"
     SUMMARY+=("$name: $verdict, $((SECONDS - began))s")
+    if ((status != 0)); then FAILED=1; fi
     return "$status"
 }
 
@@ -124,9 +128,11 @@ main() {
 or feature_gather or early_exit) and not large and not side_stream" tests/test_gpu_parity.py
     else
         SUMMARY+=("sanitizer: not run (kernels unavailable or no compute-sanitizer)")
+        FAILED=1
     fi
     summary
+    return "$FAILED"
 }
 
-main 2>&1 | tee -a "$OUT_DIR/gpu_check.log"
+main 2>&1 | tee "$OUT_DIR/gpu_check.log"
 exit "${PIPESTATUS[0]}"
