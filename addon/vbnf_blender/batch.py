@@ -221,6 +221,8 @@ def _bake_on_ray(args: argparse.Namespace, settings: BakeSettings) -> None:
 
     if args.ray.endswith(".blend"):
         raise UsageError(f"--ray {args.ray}: put --ray after the files, or write --ray=ADDRESS")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be at least 0, got {args.retries}")
     options = ray_bake.RayOptions(
         args.ray or None, args.device, args.threads or ray_bake.DEFAULT_TASK_CPUS,
         args.python, args.restart, args.retries,

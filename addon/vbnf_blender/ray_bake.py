@@ -82,10 +82,14 @@ def bake_on_ray(
     if not files:
         return report
     try:
+        where = "a local Ray instance" if options.address is None else options.address
+        show(f"ray bake: connecting to {where}")
         _connect(options.address)
         try:
-            _check_nodes(options)
+            _check_nodes(options, show)
             _Batch(files, options, report, show).run()
+        except ray.exceptions.RayError as error:  # the cluster itself failed
+            raise RayBatchError(f"the Ray cluster failed ({_one_line(error)})") from error
         finally:
             ray.shutdown()
     except KeyboardInterrupt:  # before any bake started: nothing to take back
@@ -235,12 +239,13 @@ def _connect(address: str | None) -> None:
         raise RayBatchError(f"cannot reach {where} ({_one_line(error)})") from error
 
 
-def _check_nodes(options: RayOptions) -> None:
+def _check_nodes(options: RayOptions, show: Callable[[str], None]) -> None:
     """Ask every node whether it can bake (bpy of this machine's version, the engine, a Python
     that trains), and whether any node has the CPUs and GPU a bake asks for."""
     import bpy
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
+    show(f"ray bake: checking what {len(nodes)} node(s) can import")
     if not any(_fits(node["Resources"], options) for node in nodes):
         gpu = " and a GPU" if options.gpus else ""
         raise RayBatchError(
@@ -349,7 +354,8 @@ class _Batch:
         self.total = len(files)
         self.rows: list[FileRow] = []  # of the files submitted so far
         self.in_flight: dict[Any, _InFlight] = {}
-        self.monitor = _Monitor.remote()  # type: ignore[attr-defined]
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.monitor = _Monitor.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
         self.started_s = time.monotonic()
 
     def run(self) -> None:
@@ -371,9 +377,8 @@ class _Batch:
         return max(1, int(resources.get("CPU", 0.0) // self.options.cpus))
 
     def _submit(self) -> None:
-        if not self.queued or len(self.in_flight) >= self._slots():
-            return
-        while self.queued and len(self.in_flight) < self._slots():
+        slots = self._slots() if self.queued else 0
+        while self.queued and len(self.in_flight) < slots:
             file = self.queued.pop(0)
             row = FileRow(file.blend.name, "running")
             self.report.rows.append(row)
@@ -402,9 +407,7 @@ class _Batch:
             result: FileResult = ray.get(ref)
         except ray.exceptions.RayError as error:  # a crash, a dead worker or node
             self.monitor.forget.remote(row.name)
-            if flight.tries <= self.options.retries and not isinstance(
-                error, ray.exceptions.TaskCancelledError
-            ):
+            if flight.tries <= self.options.retries:
                 self._send(flight)
                 return
             row.outcome, row.message = "failed", f"{_one_line(error)} (tried {flight.tries}x)"
@@ -415,6 +418,7 @@ class _Batch:
             flight.file.store(result, flight.tries)
         except (VbnfError, OSError) as error:
             row.outcome, row.message = "failed", f"cannot write what came back ({error})"
+            flight.file.release()
             return
         row.outcome, row.level_psnr = result.outcome, result.level_psnr
         row.message = _result_message(result, flight.file)
