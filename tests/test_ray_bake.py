@@ -147,7 +147,7 @@ class _Batch:
             self.stderr += chunk
 
     def percent(self) -> int:
-        found = re.findall(r"ray bake \[[#-]+\]\s+(\d+)%", self.stderr)
+        found = re.findall(r"ray bake\s+(\d+)%:", self.stderr)
         return int(found[-1]) if found else 0
 
     def finish(self) -> tuple[int, str, str]:
@@ -260,3 +260,32 @@ def test_a_node_that_cannot_train_ends_the_batch_in_one_line(
         r"error: node \S+ cannot bake: /no/such/python does not exist", errors[-1]
     ), result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_summary_table_and_the_ray_argument() -> None:
+    from vbnf_blender import batch
+    from vbnf_blender.ray_bake import BatchReport, FileRow
+
+    report = BatchReport(levels=[2, 3])
+    report.rows = [
+        FileRow(
+            "a.blend", "done", 2, 12.4, "node-1", {2: 20.123, 3: 21.5}, "resumed from 3/8 views"
+        ),
+        FileRow("b.blend", "skipped", level_psnr={2: 19.0, 3: 19.5}, message="finished"),
+        FileRow("c.blend", "failed", 1, 0.4, "node-2", message="nothing to capture"),
+    ]
+    assert report.table().splitlines() == [
+        "file     outcome  tries  time  node    L2 dB  L3 dB",
+        "a.blend  done     2      12 s  node-1  20.12  21.50",
+        "b.blend  skipped  -      -     -       19.00  19.50",
+        "c.blend  failed   1      0 s   node-2  -      -",
+    ]
+    assert report.notes() == ["a.blend: resumed from 3/8 views"]
+    assert report.problems() == ["error: c.blend: nothing to capture"]
+    assert report.verdict() == "1 of 3 files failed: c.blend"
+    parser = batch.build_parser()
+    assert parser.parse_args(["bake", "a.blend", "-o", "out", "--ray"]).ray == ""
+    assert parser.parse_args(["bake", "a.blend", "-o", "out"]).ray is None
+    assert parser.parse_args(["bake", "-o", "out", "--ray=head:6379"]).ray == "head:6379"
+    with pytest.raises(batch.UsageError, match="put --ray after the files"):
+        parser.parse_args(["bake", "--ray", "a.blend", "-o", "out"])

@@ -171,6 +171,7 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
         "--ray",
         nargs="?",
         const="",
+        type=_ray_address,
         metavar="ADDRESS",
         help="bake each file as a task on a Ray cluster (none given: a local one); "
         "put it after the files, or write --ray=ADDRESS",
@@ -179,6 +180,16 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
         "--retries", type=int, default=2, help="with --ray: resends of a crashed task"
     )
     command.set_defaults(run=run_bake)
+
+
+def _ray_address(text: str) -> str:
+    """``--ray`` takes an optional value, so ``--ray a.blend b.blend`` would read a file as the
+    address: refuse that rather than bake one file less."""
+    if text.endswith(".blend"):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file, not an address: put --ray after the files, or write --ray=ADDRESS"
+        )
+    return text
 
 
 def run_bake(args: argparse.Namespace) -> None:
@@ -219,8 +230,6 @@ def _bake_on_ray(args: argparse.Namespace, settings: BakeSettings) -> None:
     """``--ray``: the same bakes as Ray tasks (``ray_bake.py``, the only importer of Ray)."""
     from vbnf_blender import ray_bake
 
-    if args.ray.endswith(".blend"):
-        raise UsageError(f"--ray {args.ray}: put --ray after the files, or write --ray=ADDRESS")
     if args.retries < 0:
         raise UsageError(f"--retries must be at least 0, got {args.retries}")
     options = ray_bake.RayOptions(

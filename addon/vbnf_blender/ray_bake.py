@@ -58,7 +58,6 @@ NODE_CHECK_TIMEOUT_S = 600.0
 STOP_GRACE_S = 30.0
 POLL_INTERVAL_S = 0.5
 REPORT_INTERVAL_S = 1.0
-PROGRESS_BAR_CHARS = 20
 
 
 class RayBatchError(VbnfError):
@@ -447,7 +446,7 @@ class _Batch:
         self.in_flight = {}
 
     def _draw(self) -> None:
-        """``ray bake [####----] 40%  1/5 done, 2 running, 1 failed, 1 waiting, 0:52 left``:
+        """``ray bake  40%: 1/5 done, 2 running, 1 failed, 1 waiting, 0:52 left``:
         time left from the elapsed time and the fraction done, bakes counted by their own
         progress."""
         from .ops_bake import format_seconds
@@ -460,10 +459,8 @@ class _Batch:
         elapsed_s = time.monotonic() - self.started_s
         left = f"{format_seconds(elapsed_s * (1 - fraction) / fraction)}" if fraction else "?:??"
         done = sum(row.outcome == "done" for row in settled)
-        filled = round(PROGRESS_BAR_CHARS * fraction)
-        bar = "#" * filled + "-" * (PROGRESS_BAR_CHARS - filled)
         self.show(
-            f"ray bake [{bar}] {fraction:4.0%}  {done}/{self.total} done, {len(started)} running, "
+            f"ray bake {fraction:4.0%}: {done}/{self.total} done, {len(started)} running, "
             f"{len(settled) - done} failed, {self.total - len(settled) - len(started)} waiting, "
             f"{left} left"
         )
