@@ -10,8 +10,9 @@ What travels and where results land is ``remote_bake.py``: the .blend's bytes an
 go to the node, the asset, its report or the work kept for a resume come back into OUT_DIR on
 this machine; no folder is shared. The project's code travels with the job (Ray's
 ``runtime_env`` ``py_modules``: this package and the engine); bpy, torch and the rest must be
-installed on every node (a pre-built environment, as ``requirements.txt`` pins it). Before any
-bake each node is checked for them, and a node that lacks one ends the batch in one line.
+installed on every node (a pre-built environment, as ``requirements.txt`` pins it). As the
+batch starts each node is checked for them (while the first bakes start), and a node that lacks
+one ends the batch in one line.
 
 Faults: a task that crashes, or whose node or worker dies, is sent again (``--retries`` times,
 from the work this machine holds) while the others go on; a bake that fails in its own words
@@ -85,8 +86,7 @@ def bake_on_ray(
         show(f"ray bake: connecting to {where}")
         _connect(options.address)
         try:
-            _check_nodes(options, show)
-            _Batch(files, options, report, show).run()
+            _Batch(files, options, report, show, _NodeChecks(options, show)).run()
         except ray.exceptions.RayError as error:  # the cluster itself failed
             raise RayBatchError(f"the Ray cluster failed ({_one_line(error)})") from error
         finally:
@@ -238,31 +238,49 @@ def _connect(address: str | None) -> None:
         raise RayBatchError(f"cannot reach {where} ({_one_line(error)})") from error
 
 
-def _check_nodes(options: RayOptions, show: Callable[[str], None]) -> None:
-    """Ask every node whether it can bake (bpy of this machine's version, the engine, a Python
-    that trains), and whether any node has the CPUs and GPU a bake asks for."""
-    import bpy
+class _NodeChecks:
+    """Every node asked, once, whether it can bake (bpy of this machine's version, the engine,
+    a Python that trains). The checks run while the first bakes start (a cold node takes
+    seconds to import bpy and torch); a node that cannot bake ends the batch as soon as its
+    answer comes. Raises at once when no node has the CPUs (and GPU) a bake asks for."""
 
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    show(f"ray bake: checking what {len(nodes)} node(s) can import")
-    if not any(_fits(node["Resources"], options) for node in nodes):
-        gpu = " and a GPU" if options.gpus else ""
-        raise RayBatchError(
-            f"no node of the cluster has {options.cpus} CPUs{gpu} for a bake; lower --threads"
-        )
-    checks = {
-        node["NodeManagerAddress"]: _node_problem.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote(options.python, bpy.app.version_string)
-        for node in nodes
-    }
-    for host, check in checks.items():
-        try:
-            problem = ray.get(check, timeout=NODE_CHECK_TIMEOUT_S)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as error:
-            problem = _one_line(error)
-        if problem:
-            raise RayBatchError(f"node {host} cannot bake: {problem}")
+    def __init__(self, options: RayOptions, show: Callable[[str], None]) -> None:
+        import bpy
+
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        if not any(_fits(node["Resources"], options) for node in nodes):
+            gpu = " and a GPU" if options.gpus else ""
+            raise RayBatchError(
+                f"no node of the cluster has {options.cpus} CPUs{gpu} for a bake; lower --threads"
+            )
+        show(f"ray bake: checking what {len(nodes)} node(s) can import")
+        self.pending = {
+            _node_problem.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(options.python, bpy.app.version_string): node["NodeManagerAddress"]
+            for node in nodes
+        }
+        self.deadline_s = time.monotonic() + NODE_CHECK_TIMEOUT_S
+
+    def raise_problem(self) -> None:
+        """Raise :class:`RayBatchError` for the first node that answered that it cannot bake,
+        or that has not answered in time; never waits."""
+        if not self.pending:
+            return
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        for check in ready:
+            host = self.pending.pop(check)
+            try:
+                problem = ray.get(check)
+            except ray.exceptions.RayError as error:
+                problem = _one_line(error)
+            if problem:
+                raise RayBatchError(f"node {host} cannot bake: {problem}")
+        if self.pending and time.monotonic() > self.deadline_s:
+            host = next(iter(self.pending.values()))
+            raise RayBatchError(
+                f"node {host} cannot bake: its check gave no answer in {NODE_CHECK_TIMEOUT_S:.0f} s"
+            )
 
 
 def _fits(resources: dict[str, float], options: RayOptions) -> bool:
@@ -272,7 +290,7 @@ def _fits(resources: dict[str, float], options: RayOptions) -> bool:
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _node_problem(python: str, blender_version: str) -> str:
-    """What this node lacks to bake ("" when nothing): run on each node before the batch."""
+    """What this node lacks to bake ("" when nothing): run on each node as the batch starts."""
     try:
         import bpy
     except ImportError as error:
@@ -345,8 +363,10 @@ class _Batch:
         options: RayOptions,
         report: BatchReport,
         show: Callable[[str], None],
+        checks: _NodeChecks,
     ) -> None:
         self.queued = list(files)
+        self.checks = checks
         self.options = options
         self.report = report
         self.show = show
@@ -360,6 +380,7 @@ class _Batch:
     def run(self) -> None:
         try:
             while self.queued or self.in_flight:
+                self.checks.raise_problem()
                 self._submit()
                 ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_INTERVAL_S)
                 for ref in ready:
@@ -367,6 +388,9 @@ class _Batch:
                 self._draw()
         except KeyboardInterrupt:
             self._stop()
+        except RayBatchError:  # a node cannot bake: what runs was started in vain
+            self._cancel_in_flight("cancelled: the batch ended")
+            raise
 
     def _slots(self) -> int:
         """Bakes the cluster holds at once (it may grow or shrink while the batch runs)."""
@@ -438,11 +462,14 @@ class _Batch:
                     self._collect(ref)
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: cancel at once
+        self._cancel_in_flight("cancelled before it sent back its work")
+
+    def _cancel_in_flight(self, message: str) -> None:
+        """End the running bakes now; this machine's copy of their work stays as it was."""
         for ref, flight in self.in_flight.items():
             ray.cancel(ref, force=True)
             flight.file.release()
-            flight.row.outcome = "cancelled"
-            flight.row.message = "cancelled before it sent back its work"
+            flight.row.outcome, flight.row.message = "cancelled", message
         self.in_flight = {}
 
     def _draw(self) -> None:
