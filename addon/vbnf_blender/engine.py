@@ -34,7 +34,7 @@ if _VENDORED:
         MAX_TRAIN_BITWIDTH,
     )
     from .core.metrics import SSIM_WINDOW
-    from .core.run_layout import CHECKPOINT_NAME
+    from .core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 else:
     from core.asset.numpy_field import NumpyField
     from core.asset.vbnf import asset_info, cut_asset, read_asset
@@ -50,7 +50,7 @@ else:
         MAX_TRAIN_BITWIDTH,
     )
     from core.metrics import SSIM_WINDOW
-    from core.run_layout import CHECKPOINT_NAME
+    from core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -62,6 +62,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "MAX_LEVEL",
     "MAX_TRAIN_BITWIDTH",
+    "METRICS_NAME",
     "SSIM_WINDOW",
     "AssetError",
     "NumpyField",
