@@ -15,7 +15,7 @@ from types import ModuleType
 
 from .errors import TrainingCancelled, VbnfError
 
-COMMANDS = ("train", "eval", "export", "info", "cut", "synth", "report")
+COMMANDS = ("train", "eval", "export", "info", "cut", "synth", "report", "calibrate")
 
 EXIT_USER_ERROR = 1
 EXIT_CANCELLED = 130

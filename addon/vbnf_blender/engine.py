@@ -26,7 +26,7 @@ if _VENDORED:
     from .core.decoder import FieldDecoder
     from .core.errors import AssetError, VbnfError
     from .core.metrics import SSIM_WINDOW
-    from .core.run_layout import CHECKPOINT_NAME
+    from .core.run_layout import CHECKPOINT_NAME, METRICS_NAME
     from .core.vbnf import asset_info, cut_asset, read_asset
     from .core.vbnf.spec import MAX_LEVEL
 else:
@@ -36,7 +36,7 @@ else:
     from core.decoder import FieldDecoder
     from core.errors import AssetError, VbnfError
     from core.metrics import SSIM_WINDOW
-    from core.run_layout import CHECKPOINT_NAME
+    from core.run_layout import CHECKPOINT_NAME, METRICS_NAME
     from core.vbnf import asset_info, cut_asset, read_asset
     from core.vbnf.spec import MAX_LEVEL
 
@@ -46,6 +46,7 @@ __all__ = [
     "EXIT_CANCELLED",
     "EXIT_USER_ERROR",
     "MAX_LEVEL",
+    "METRICS_NAME",
     "SSIM_WINDOW",
     "AssetError",
     "FieldDecoder",
