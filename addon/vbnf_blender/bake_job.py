@@ -40,7 +40,7 @@ from typing import Any
 
 import bpy
 
-from . import volume
+from . import compat, volume
 from .capture import CaptureJob, CapturePlan, CaptureSettings, plan_capture
 from .engine import (
     CHECKPOINT_NAME,
@@ -331,6 +331,7 @@ class BakeJob:
         self.report_path: Path | None = None
         self.quality_warning = ""
         self.dataset_kept: Path | None = None  # set by close() for a Keep Dataset bake
+        self.preview_note = ""  # why the finished bake imported no preview, if it did not
         self._times_s: dict[str, float] = {}  # capture, train: seconds this bake spent
         self._stage_started = time.monotonic()
         self.progress = BakeProgress("capture", 0.0, "preparing the capture")
@@ -629,6 +630,11 @@ class BakeJob:
 
     def _import(self) -> None:
         assert self._import_into is not None
+        if not compat.has_openvdb():  # Blender 4.2: the asset is the product, the preview waits
+            self.preview_note = compat.NO_OPENVDB_LINE
+            self.progress.stage, self.progress.fraction = "done", 1.0
+            self.progress.message = f"baked {self.asset_path.name} (no preview)"
+            return
         existing = _objects_showing(self.asset_path)
         if existing:  # a re-bake refreshes the previews of the same file in place
             for obj in existing:

@@ -117,8 +117,9 @@ def outcome_report(job: BakeJob) -> tuple[set[WmReportItems], str]:
     scores = level_psnr_line(job.progress.level_psnr)
     size = job.asset_path.stat().st_size
     text = f"Baked {job.asset_path} ({size} bytes{f', {scores}' if scores else ''}{resumed})"
-    if job.quality_warning:
-        return {"WARNING"}, f"{text}. Warning: {job.quality_warning}"
+    warnings = [note for note in (job.quality_warning, job.preview_note) if note]
+    if warnings:
+        return {"WARNING"}, f"{text}. Warning: {'; '.join(warnings)}"
     return {"INFO"}, text
 
 

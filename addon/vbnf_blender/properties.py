@@ -26,7 +26,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import volume
+from . import compat, volume
 from .bake_job import BakeSettings
 from .engine import MAX_LEVEL, VbnfError
 
@@ -128,7 +128,7 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         description="Folder for the .vbnf file; empty: next to the .blend file",
         default="",
         subtype="DIR_PATH",
-        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        options=compat.PATH_OPTIONS,
     )
 
 
@@ -181,7 +181,7 @@ class AssetProperties(bpy.types.PropertyGroup):
         name="Asset",
         description="The .vbnf file this volume shows",
         subtype="FILE_PATH",
-        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        options=compat.PATH_OPTIONS,
     )
     asset_digest: StringProperty()  # type: ignore[valid-type]  # names the grid cache
     lod: IntProperty(  # type: ignore[valid-type]
