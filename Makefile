@@ -30,6 +30,10 @@ pytest: $(STAMP)
 addon: $(STAMP)
 	$(PY) build_addon.py --out dist
 
+# One self-contained zip per platform: torch, pillow and OpenEXR inside as wheels (downloads).
+addon-wheels: $(STAMP)
+	$(PY) build_addon.py --out dist --self-contained
+
 # The LTS Blenders the manifest admits, each tested with its own bpy wheel in its own venv
 # (about 370 MB each); training runs in .venv's Python, as for a Blender without torch.
 BPY_42 := 4.2.23
