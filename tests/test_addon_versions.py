@@ -101,3 +101,26 @@ def test_a_bake_writes_the_asset_and_previews_it_where_blender_can(
     preview.vbnf.lod = 2
     assert preview.vbnf.lod_error == ""
     assert 0 < preview.vbnf.voxel_count < finest_voxels
+
+
+def test_the_estimate_button_says_what_these_settings_cost(
+    extension: ModuleType, preferences: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A calibrated training step and two rendered views of the scene, before the bake; the
+    panel shows the estimate only while the settings are the ones it was made for."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    addon_extension.reset_file()
+    scenes.set_emission(scenes.add_uv_sphere("Sphere", radius_m=0.8), (0.2, 0.6, 0.3))
+    scenes.save_blend(tmp_path / "estimate.blend")
+    props: Any = bpy.context.scene.vbnf_bake  # type: ignore[union-attr]
+    for name, value in TINY.items():
+        setattr(props, name, value)
+    assert bpy.ops.vbnf.bake_estimate() == {"FINISHED"}
+    status: Any = bpy.context.window_manager.vbnf_bake_status  # type: ignore[union-attr]
+    assert status.estimate_line.startswith("Bake takes about ")
+    assert "(capture " in status.estimate_line and ", training " in status.estimate_line
+    assert status.estimate_for == extension.ops_bake.estimate_fingerprint(bpy.context)
+    assert (tmp_path / "cache" / "vbnf" / "calibration.json").is_file()
+    assert not list(tmp_path.glob("estimate.vbnf*"))  # nothing baked, nothing kept
+    props.epochs = 5
+    assert status.estimate_for != extension.ops_bake.estimate_fingerprint(bpy.context)
