@@ -19,7 +19,7 @@ from .errors import TrainingCancelled, VbnfError
 # The engine vendored in the Blender extension leaves ``report`` out (see build_addon.py).
 COMMANDS = tuple(
     name
-    for name in ("train", "eval", "export", "info", "cut", "synth", "report")
+    for name in ("train", "eval", "export", "info", "cut", "synth", "report", "calibrate")
     if (Path(__file__).parent / "commands" / f"{name}.py").is_file()
 )
 

@@ -49,6 +49,7 @@ from vbnf_blender.bake_job import (  # noqa: E402
     BakeSettings,
     asset_path_for,
     bake_settings,
+    level_psnr_line,
 )
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
@@ -163,6 +164,13 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
         "--python", default="", help="Python with torch that trains (default: this one)"
     )
     command.add_argument(
+        "--no-estimate",
+        dest="estimate",
+        action="store_false",
+        help="bake without first estimating the time (a few timed training steps, remembered "
+        "per machine and settings, and two rendered views)",
+    )
+    command.add_argument(
         "--restart",
         action="store_true",
         help="discard what an interrupted bake of the same file kept, instead of resuming it",
@@ -220,8 +228,16 @@ def run_bake(args: argparse.Namespace) -> None:
             failed.append(name)
             continue
         size = job.asset_path.stat().st_size
+        scores = level_psnr_line(job.progress.level_psnr)
         resumed = f", {job.resume_note}" if job.resume_note else ""
-        print(f"{job.asset_path} ({size} bytes, {time.monotonic() - started:.0f} s{resumed})")
+        print(
+            f"{job.asset_path} ({size} bytes, {time.monotonic() - started:.0f} s"
+            f"{f', {scores}' if scores else ''}{resumed})"
+        )
+        if job.quality_warning:
+            print(f"warning: {name}: {job.quality_warning}", file=sys.stderr)
+        if job.report_path is not None:
+            print(f"report: {job.report_path}")
     if failed:
         raise UsageError(f"{len(failed)} of {len(blends)} files failed: {', '.join(failed)}")
 
@@ -254,9 +270,23 @@ def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namesp
     # The Bake button's naming, so that either finds the work the other kept.
     asset_path = asset_path_for(bpy.data.filepath, str(args.output), scene.name)
     job = BakeJob(scene, settings, asset_path, python=args.python, resume=not args.restart)
-    with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
-        job.drive(on_progress=show_progress.bake)
+    with _stdout_silenced() as terminal:
+        if args.estimate:
+            _print_estimate(job, terminal)
+        with _ProgressLine(terminal) as show_progress:
+            job.drive(on_progress=show_progress.bake)
     return job
+
+
+def _print_estimate(job: BakeJob, terminal: TextIO) -> None:
+    """``estimate: about 9 min (...)`` before the bake; a failed estimate does not stop it
+    (the bake then reports its own error, if any)."""
+    try:
+        line = job.estimate().line()
+    except VbnfError as error:
+        line = f"unavailable ({error})"
+    terminal.write(f"estimate: {line}\n")
+    terminal.flush()
 
 
 def _unfinished(job: BakeJob) -> str:
@@ -345,7 +375,9 @@ class _ProgressLine:
         self.draw(f"capture [{self._bar(progress.fraction)}] {done} {progress.file_path}")
 
     def bake(self, progress: BakeProgress) -> None:
-        self.draw(f"bake [{self._bar(progress.fraction)}] {progress.stage}: {progress.message}")
+        details = "".join(f", {part}" for part in progress.details())
+        bar = self._bar(progress.fraction)
+        self.draw(f"bake [{bar}] {progress.stage}{details}: {progress.message}")
 
     @staticmethod
     def _bar(fraction: float) -> str:

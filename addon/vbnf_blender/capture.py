@@ -1,6 +1,6 @@
 """Render RGB-D training views of a Blender scene with Cycles into a VBNF dataset folder.
 
-The capture borrows the user's scene: it adds a temporary camera and compositor node group,
+The capture borrows the user's scene: it adds a temporary camera and compositor nodes,
 overrides the render, Cycles and colour-management settings it depends on and, for a capture of
 selected objects, hides the other objects from render. Everything is put back, also when a render
 fails or the capture is cancelled, because users run this on scenes they are still working on.
@@ -37,7 +37,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import capture_record
+from . import capture_record, compat
 from .capture_record import View
 from .engine import VbnfError, cameras, dataset, interop
 
@@ -193,7 +193,7 @@ class CaptureJob:
         self._patch = _SettingsPatch()
         self._camera: bpy.types.Object | None = None
         self._camera_data: bpy.types.Camera | None = None
-        self._tree: bpy.types.NodeTree | None = None
+        self._compositor: compat.CaptureCompositor | None = None
         self._staging: Path | None = None
         self._had_render_result = False
 
@@ -272,8 +272,10 @@ class CaptureJob:
         self._patch.apply([(self._view_layer, "use_pass_z", True)])
         self._camera_data = _add_camera_data(plan)
         self._camera = _add_camera(self.scene, self._camera_data)
-        self._tree = _add_compositor(self.scene, self._view_layer, self._staging)
-        changes = _render_overrides(self.scene, self.settings, self._camera, self._tree)
+        self._compositor = compat.CaptureCompositor(self.scene, TEMPORARY_NAME)
+        self._compositor.open(self._patch.apply)
+        _add_compositor(self._compositor, self._view_layer, self._staging)
+        changes = _render_overrides(self.scene, self.settings, self._camera)
         if self._selection is not None:
             changes.extend(_hide_others(self.scene, targets))
         self._patch.apply(changes)
@@ -286,10 +288,15 @@ class CaptureJob:
         any more when they are removed.
         """
         failures = self._patch.restore()
+        if self._compositor is not None:
+            try:
+                self._compositor.close()
+            except ReferenceError as error:  # deleted by the user meanwhile
+                failures.append(f"removing the capture's compositor nodes ({error})")
+            self._compositor = None
         temporary: list[tuple[Any, Any]] = [
             (bpy.data.objects, self._camera),
             (bpy.data.cameras, self._camera_data),
-            (bpy.data.node_groups, self._tree),
         ]
         if not self._had_render_result:
             temporary += [
@@ -302,7 +309,7 @@ class CaptureJob:
                 collection.remove(datablock)
             except ReferenceError as error:  # already gone, e.g. deleted by the user meanwhile
                 failures.append(f"removing a temporary datablock ({error})")
-        self._camera = self._camera_data = self._tree = None
+        self._camera = self._camera_data = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
@@ -498,72 +505,68 @@ def _add_camera(scene: bpy.types.Scene, data: bpy.types.Camera) -> bpy.types.Obj
 
 
 def _add_compositor(
-    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, staging: Path
-) -> bpy.types.NodeTree:
+    compositor: compat.CaptureCompositor, view_layer: bpy.types.ViewLayer, staging: Path
+) -> None:
     """Render Layers -> one File Output node for RGBA PNG, one for single-channel float EXR."""
-    tree: Any = bpy.data.node_groups.new(TEMPORARY_NAME, "CompositorNodeTree")
-    layers = tree.nodes.new("CompositorNodeRLayers")
-    layers.scene = scene
+    layers = compositor.new_node("CompositorNodeRLayers")
+    layers.scene = compositor.scene
     layers.layer = view_layer.name
     outputs = {
-        "Image": ("rgba", "PNG", "8", "RGBA", "RGBA"),
-        "Depth": ("depth", "OPEN_EXR", "32", "BW", "FLOAT"),
+        "Image": ("rgba", "PNG", "8", False),
+        "Depth": ("depth", "OPEN_EXR", "32", True),
     }
-    for socket, (name, file_format, depth, mode, item_type) in outputs.items():
-        node: Any = tree.nodes.new("CompositorNodeOutputFile")
-        node.directory = str(staging / name)
-        node.file_name = name
-        node.save_as_render = True  # apply the view transform, as a rendered still would
-        node.format.media_type = "IMAGE"
-        node.format.file_format = file_format
-        node.format.color_depth = depth
-        node.format.color_mode = mode
-        node.file_output_items.new(item_type, name)
-        tree.links.new(layers.outputs[socket], node.inputs[0])
-    return tree
+    for socket, (name, file_format, depth, single_channel) in outputs.items():
+        node = compositor.new_node("CompositorNodeOutputFile")
+        compat.configure_file_output(node, staging / name, name, file_format, depth, single_channel)
+        compositor.tree.links.new(layers.outputs[socket], node.inputs[0])
 
 
 def _render_overrides(
     scene: bpy.types.Scene,
     settings: CaptureSettings,
     camera: bpy.types.Object,
-    tree: bpy.types.NodeTree,
 ) -> list[tuple[Any, str, Any]]:
-    """Every setting the dataset's correctness or speed depends on, with the value it needs."""
+    """Every setting the dataset's correctness or speed depends on, with the value it needs
+    (the compositor tree is set by :class:`compat.CaptureCompositor`)."""
     render = scene.render
     cycles: Any = scene.cycles  # type: ignore[attr-defined]  # registered by the Cycles add-on
     view = scene.view_settings
-    return [
-        (scene, "camera", camera),
-        (scene, "compositing_node_group", tree),
-        (render, "engine", "CYCLES"),
-        (render, "resolution_x", settings.resolution_px),
-        (render, "resolution_y", settings.resolution_px),
-        (render, "resolution_percentage", 100),
-        (render, "pixel_aspect_x", 1.0),
-        (render, "pixel_aspect_y", 1.0),
-        (render, "use_border", False),
-        (render, "use_multiview", False),
-        (render, "use_motion_blur", False),
-        (render, "film_transparent", True),
-        (render, "use_compositing", True),
-        (render, "use_sequencer", False),
-        (render, "use_persistent_data", True),  # keep the BVH between views: only the camera moves
-        (cycles, "device", "CPU"),
-        (cycles, "samples", settings.samples),
-        (cycles, "time_limit", 0.0),
-        (cycles, "use_denoising", settings.denoise),
-        (cycles, "denoiser", "OPENIMAGEDENOISE"),
-        (cycles, "seed", settings.seed),
-        (cycles, "use_animated_seed", False),
-        (scene.display_settings, "display_device", "sRGB"),
-        (view, "view_transform", "Standard"),
-        (view, "look", "None"),
-        (view, "exposure", 0.0),
-        (view, "gamma", 1.0),
-        (view, "use_curve_mapping", False),
-        (view, "use_white_balance", False),
-    ]
+    return compat.existing_settings(
+        [
+            (scene, "camera", camera),
+            (render, "engine", "CYCLES"),
+            (render, "resolution_x", settings.resolution_px),
+            (render, "resolution_y", settings.resolution_px),
+            (render, "resolution_percentage", 100),
+            (render, "pixel_aspect_x", 1.0),
+            (render, "pixel_aspect_y", 1.0),
+            (render, "use_border", False),
+            (render, "use_multiview", False),
+            (render, "use_motion_blur", False),
+            (render, "film_transparent", True),
+            (render, "use_compositing", True),
+            (render, "use_sequencer", False),
+            (
+                render,
+                "use_persistent_data",
+                True,
+            ),  # keep the BVH between views: only the camera moves
+            (cycles, "device", "CPU"),
+            (cycles, "samples", settings.samples),
+            (cycles, "time_limit", 0.0),
+            (cycles, "use_denoising", settings.denoise),
+            (cycles, "denoiser", "OPENIMAGEDENOISE"),
+            (cycles, "seed", settings.seed),
+            (cycles, "use_animated_seed", False),
+            (scene.display_settings, "display_device", "sRGB"),
+            (view, "view_transform", "Standard"),
+            (view, "look", "None"),
+            (view, "exposure", 0.0),
+            (view, "gamma", 1.0),
+            (view, "use_curve_mapping", False),
+            (view, "use_white_balance", False),
+        ]
+    )
 
 
 def _hide_others(

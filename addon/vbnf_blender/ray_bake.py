@@ -257,7 +257,9 @@ class _NodeChecks:
         self.pending = {
             _node_problem.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(options.python, bpy.app.version_string): node["NodeManagerAddress"]
+            ).remote(options.python, options.device, bpy.app.version_string): node[
+                "NodeManagerAddress"
+            ]
             for node in nodes
         }
         self.deadline_s = time.monotonic() + NODE_CHECK_TIMEOUT_S
@@ -289,7 +291,7 @@ def _fits(resources: dict[str, float], options: RayOptions) -> bool:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _node_problem(python: str, blender_version: str) -> str:
+def _node_problem(python: str, device: str, blender_version: str) -> str:
     """What this node lacks to bake ("" when nothing): run on each node as the batch starts."""
     try:
         import bpy
@@ -298,10 +300,10 @@ def _node_problem(python: str, blender_version: str) -> str:
     if bpy.app.version_string != blender_version:
         return f"it has Blender {bpy.app.version_string}, this machine {blender_version}"
     try:
-        from .training_process import interpreter_problem
+        from .interpreter import interpreter_problem
     except ImportError as error:
         return f"cannot import the engine ({error})"
-    return interpreter_problem(python or sys.executable) or ""
+    return interpreter_problem(python or sys.executable, device) or ""
 
 
 @ray.remote(num_cpus=0)
@@ -476,7 +478,7 @@ class _Batch:
         """``ray bake  40%: 1/5 done, 2 running, 1 failed, 1 waiting, 0:52 left``:
         time left from the elapsed time and the fraction done, bakes counted by their own
         progress."""
-        from .ops_bake import format_seconds
+        from .bake_job import format_seconds
 
         progress = ray.get(self.monitor.progress.remote())
         running = [flight.row.name for flight in self.in_flight.values()]

@@ -9,9 +9,11 @@ finish, the work folder packed again. The machine that started the batch writes 
 back into its output folder under the names ``batch.py bake`` uses, so a run with or without
 Ray, or the Bake button, resumes what another kept.
 
-Beside each asset it writes ``<asset>.report.json`` (outcome, time, node, PSNR per level, the
-metrics). The report also holds a digest of the .blend and of the settings, which is how a rerun
-of the batch knows an asset is finished (:func:`finished_report`) and skips it.
+Beside each asset it writes the bake's report (``<asset>.report.json``: the node's
+:class:`BakeJob` report, with settings, stage times and the trainer's metrics, plus outcome,
+wall time, node, tries and PSNR per level). The report also holds a digest of the .blend and
+of the settings, which is how a rerun of the batch knows an asset is finished
+(:func:`finished_report`) and skips it.
 
 No Ray here: the node's side and the caller's side are plain functions, tested without it. An
 external file the .blend links (a texture, a library) must be packed into it or exist at the
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bake_job import BakeJob, BakeProgress, BakeSettings, asset_path_for
+from .bake_job import BakeJob, BakeProgress, BakeSettings, asset_path_for, report_path_for
 from .engine import METRICS_NAME, VbnfError, atomic_write_bytes
 from .work_folder import (
     LOCK_NAME,
@@ -46,7 +48,6 @@ from .work_folder import (
     work_dir_for,
 )
 
-REPORT_SUFFIX = ".report.json"
 REPORT_VERSION = 1
 # Settings that change how fast a bake runs, not what it makes: a rerun on other hardware
 # still finds the asset finished.
@@ -82,6 +83,7 @@ class FileResult:
     resume_note: str = ""
     asset: bytes | None = None
     metrics: dict[str, Any] | None = None
+    bake_report: dict[str, Any] | None = None  # what the node's BakeJob wrote beside the asset
     work: str = "untouched"
     kept_work: bytes | None = None
     kept: str = ""  # what ``kept_work`` holds: "3/8 views, epoch 1/2"
@@ -137,6 +139,9 @@ def bake_file(request: FileBake, should_stop: Callable[[BakeProgress], bool]) ->
         seconds = time.monotonic() - started
         if job.stage == "done":
             metrics = json.loads((job.run_dir / METRICS_NAME).read_text(encoding="utf-8"))
+            bake_report = None
+            if job.report_path is not None:
+                bake_report = json.loads(job.report_path.read_text(encoding="utf-8"))
             return FileResult(
                 request.blend_name,
                 "done",
@@ -145,6 +150,7 @@ def bake_file(request: FileBake, should_stop: Callable[[BakeProgress], bool]) ->
                 resume_note=job.resume_note,
                 asset=asset.read_bytes(),
                 metrics=metrics,
+                bake_report=bake_report,
                 work="spent",
             )
         message = (
@@ -215,7 +221,7 @@ class BatchFile:
 
     @property
     def report_path(self) -> Path:
-        return self.asset.with_name(self.asset.name + REPORT_SUFFIX)
+        return report_path_for(self.asset)
 
     def fingerprint(self) -> dict[str, Any]:
         """What the asset depends on: the .blend's bytes and the settings, less those that
@@ -258,12 +264,13 @@ class BatchFile:
             assert result.asset is not None
             atomic_write_bytes(self.asset, result.asset)
             report = {
+                **(result.bake_report or {}),
                 "format_version": REPORT_VERSION,
                 "blend": self.blend.name,
                 "fingerprint": self.fingerprint(),
                 "asset_sha256": hashlib.sha256(result.asset).hexdigest(),
                 "outcome": result.outcome,
-                "seconds": round(result.seconds, 2),
+                "wall_seconds": round(result.seconds, 2),
                 "host": result.host,
                 "tries": tries,
                 "resume_note": result.resume_note,

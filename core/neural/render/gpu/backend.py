@@ -67,7 +67,7 @@ class RenderEarlyExitFn(Protocol):
 class Backend:
     """The hot paths of one implementation; each has the signature of the torch function:
     ``trace(tracer, origins, directions)`` is ``tracer(origins, directions)``, ``sample`` is
-    ``raymarch.sample_hits``, ``gather`` is the field's :class:`~core.field.FeatureGather`,
+    ``raymarch.sample_hits``, ``gather`` is the field's :class:`~core.neural.field.FeatureGather`,
     ``composite`` is ``raymarch.composite`` and ``render_early_exit`` is
     ``render.render_rays_early_exit``."""
 

@@ -2,7 +2,7 @@
 
 ``trace``, ``sample`` and ``composite`` take and return exactly what ``OctreeTracer.forward``,
 ``sample_hits`` and ``composite`` in :mod:`core.raymarch` do, and :class:`KernelGather` is a
-:class:`~core.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
+:class:`~core.neural.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
 the gather's ``interpolate`` are differentiable (:class:`PackedComposite`,
 :class:`CornerInterpolation`). Outputs are torch
 tensors allocated here (see :mod:`core.neural.render.gpu.kernels` for the launch conventions).
@@ -310,7 +310,7 @@ class CornerInterpolation(torch.autograd.Function):
 
 
 class KernelGather:
-    """The :class:`~core.field.FeatureGather` of the cupy backend: lookup and weights in one
+    """The :class:`~core.neural.field.FeatureGather` of the cupy backend: lookup and weights in one
     kernel (instead of ~15 tensor operations), interpolation in one (instead of 16)."""
 
     def corners(
