@@ -23,8 +23,9 @@ import numpy as np
 from ...errors import AssetError, VbnfError
 from ..field_data import FieldData, LevelData
 from ..octree import SparseOctree
+from . import budget
 from .chunk import decode_store, decode_structure
-from .codecs import decompress
+from .codecs import ChunkReader
 from .header import AssetHeader, LevelLayout, header_size, unpack_header
 from .spec import PREFIX
 
@@ -77,13 +78,16 @@ class AssetContents:
     notes: list[str]
 
 
-def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
+def read_asset(
+    source: Source, max_level: int | None = None, memory_budget_bytes: int | None = None
+) -> AssetContents:
     """Decode ``source`` up to ``max_level`` (default: all levels it has).
 
     A truncated source yields its complete levels, with the rest in ``missing_levels`` and
-    ``notes``; a source without even one complete level raises :class:`AssetError`.
+    ``notes``; a source without even one complete level raises :class:`AssetError`, and so
+    does one whose levels would need more memory than the budget (see ``budget.py``).
     """
-    scan = scan_asset(source, max_level)
+    scan = scan_asset(source, max_level, budget.memory_budget_bytes(memory_budget_bytes))
     header = scan.header
     if not scan.chunks:
         first = header.layouts()[0]
@@ -103,8 +107,13 @@ def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
     )
 
 
-def scan_asset(source: Source, max_level: int | None = None) -> ScannedAsset:
-    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs."""
+def scan_asset(
+    source: Source, max_level: int | None = None, decode_budget_bytes: int | None = None
+) -> ScannedAsset:
+    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs.
+
+    With ``decode_budget_bytes`` the levels to decode are first checked against that memory
+    budget, before a single chunk byte is read."""
     with _open(source) as (stream, name), named_errors(name):
         reader = _Reader(stream)
         header = _read_header(reader)
@@ -113,6 +122,8 @@ def scan_asset(source: Source, max_level: int | None = None) -> ScannedAsset:
                 f"max_level {max_level} is below the coarsest level {header.min_level}", name
             )
         requested = [e for e in header.chunks if max_level is None or e.level <= max_level]
+        if decode_budget_bytes is not None:
+            budget.check_budget(header, requested, decode_budget_bytes)
         chunks = []
         for entry in requested:
             stored = reader.read(entry.stored_bytes)
@@ -191,21 +202,23 @@ def _decode_field(header: AssetHeader, chunks: list[bytes]) -> FieldData:
     levels: list[LevelData] = []
     octree: SparseOctree | None = None
     for entry, stored in zip(header.chunks, chunks, strict=False):
-        what = f"level {entry.level} chunk"
-        raw = decompress(stored, entry.codec, header.raw_bytes(entry), what)
-        masks_per_level = decode_structure(raw, entry.structure_bytes, masks_per_level, entry.level)
+        chunk = ChunkReader(
+            stored, entry.codec, header.raw_bytes(entry), f"level {entry.level} chunk"
+        )
+        structure = bytearray(entry.structure_bytes)
+        chunk.readinto(memoryview(structure))
+        masks_per_level = decode_structure(
+            structure, entry.structure_bytes, masks_per_level, entry.level
+        )
         octree = SparseOctree.from_child_masks(masks_per_level)
-        if octree.num_corners(entry.level) != entry.corners:
+        if octree.num_corners(entry.level) != entry.corners:  # before the store is allocated
             raise AssetError(
                 f"level {entry.level} octree has {octree.num_corners(entry.level)} corners, "
                 f"the chunk table says {entry.corners}"
             )
         arrays = header.store_arrays(entry)
-        levels.append(
-            decode_store(
-                raw, entry.structure_bytes, entry.level, header.store, arrays, header.bitwidth
-            )
-        )
+        levels.append(decode_store(chunk, entry.level, header.store, arrays, header.bitwidth))
+        chunk.finish()
     assert octree is not None, "read_asset decodes only sources with a complete level"
     return FieldData(
         octree=octree,
