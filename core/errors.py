@@ -27,5 +27,10 @@ class AssetError(VbnfError):
     """A ``.vbnf`` file that is truncated, corrupted or not a ``.vbnf`` file at all."""
 
 
+class OutputError(VbnfError):
+    """A file could not be written completely (a full disk, a read-only folder); the file
+    that was there before is intact."""
+
+
 class TrainingCancelled(VbnfError):
     """Training was stopped by a signal; the checkpoint written at that moment is resumable."""

@@ -99,8 +99,19 @@ def write_depth_exr(path: Path, depth: np.ndarray) -> None:
 
     pixels = np.ascontiguousarray(depth, dtype=np.float32)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with atomic_path(path) as temporary:
-        OpenEXR.File(header, {"V": pixels}).write(str(temporary))
+
+    def verify(temporary: Path) -> str | None:  # OpenEXR can fail without raising
+        try:
+            written = OpenEXR.File(str(temporary)).channels()["V"].pixels
+        except Exception as error:  # any failure to read back is the answer
+            return f"it does not read back: {str(error).replace(str(temporary), path.name)}"
+        return None if np.shape(written) == pixels.shape else "it reads back at another size"
+
+    with atomic_path(path, verify) as temporary:
+        try:
+            OpenEXR.File(header, {"V": pixels}).write(str(temporary))
+        except RuntimeError as error:  # OpenEXR's only type, e.g. for a full disk
+            raise OSError(str(error).replace(str(temporary), path.name)) from error
 
 
 def read_depth_exr(path: Path) -> np.ndarray:
@@ -129,7 +140,17 @@ def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
     from PIL import Image
 
     pixels = np.clip(np.rint(np.asarray(rgba) * 255.0), 0, 255).astype(np.uint8)
-    with atomic_path(path) as temporary:
+
+    def verify(temporary: Path) -> str | None:
+        try:
+            with Image.open(temporary) as image:
+                image.verify()  # every chunk present, every CRC right
+                size = image.size
+        except Exception as error:  # any failure to read back is the answer
+            return f"it does not read back ({error})"
+        return None if size == (pixels.shape[1], pixels.shape[0]) else "it has another size"
+
+    with atomic_path(path, verify) as temporary:
         Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB").save(temporary)
 
 

@@ -8,6 +8,7 @@ checkpoint on disk is always complete, even if training is killed while saving.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,18 @@ def save_checkpoint(
         "state": state.__dict__,
         "train_options": train_options,
     }
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+    with atomic_path(path, _complete_archive) as temporary, open(temporary, "wb") as stream:
+        torch.save(payload, stream)  # a stream, so a full disk is an OSError, not torch's
+
+
+def _complete_archive(temporary: Path) -> str | None:
+    """What is wrong with the zip archive ``torch.save`` wrote (None: every member is whole)."""
+    try:
+        with zipfile.ZipFile(temporary) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"not a complete archive ({error})"
+    return None if damaged is None else f"member {damaged} is damaged"
 
 
 @dataclass
