@@ -27,9 +27,10 @@ class AssetError(VbnfError):
     """A ``.vbnf`` file that is truncated, corrupted or not a ``.vbnf`` file at all."""
 
 
-class OutputError(VbnfError):
+class OutputError(VbnfError, OSError):
     """A file could not be written completely (a full disk, a read-only folder); the file
-    that was there before is intact."""
+    that was there before is intact. Also an ``OSError``, so code that handles a failed write
+    as one keeps doing so."""
 
 
 class TrainingCancelled(VbnfError):
