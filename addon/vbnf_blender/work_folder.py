@@ -277,7 +277,7 @@ def kept_description(work_dir: Path) -> str:
     return "the kept bake" if state is None else f"the kept {state.summary()}"
 
 
-def lock_holder(work_dir: Path) -> LockHolder | None:
+def lock_holder(work_dir: Path) -> locks.LockHolder | None:
     """The running process that holds the folder's lock (None: free; a lock whose process
     ended is free, the operating system dropped it)."""
     return locks.holder(work_dir / LOCK_NAME)
