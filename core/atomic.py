@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import stopping
 from .errors import OutputError
 
 # Given the finished temporary, what makes it incomplete (None: nothing).
@@ -37,6 +38,11 @@ def atomic_path(path: str | Path, verify: Verifier | None = None) -> Iterator[Pa
     disk, read-only folder, an incomplete file) is an :class:`OutputError` naming ``path``.
     """
     path = Path(path)
+    with stopping.deferred():  # a stop signal waits: old file or new one, never a temporary
+        yield from _replaced_when_complete(path, verify)
+
+
+def _replaced_when_complete(path: Path, verify: Verifier | None) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(

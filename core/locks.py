@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stopping
 from .errors import VbnfError
 
 # Someone probing a free lock holds it for an instant; a taker retries for this long before it
@@ -55,30 +56,32 @@ def acquire(path: Path, what: str) -> None:
     """Take the lock at ``path`` (its folder is created) or raise :class:`FolderBusy` naming
     the holder; ``what`` says what the holder is doing ("another bake of this asset")."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = _take(path, what)
-        content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, content)
-    except OSError as error:
-        raise VbnfError(f"cannot take the lock ({error.strerror or error})", path) from error
-    _held[_key(path)] = descriptor
+    with stopping.deferred():  # a stop signal waits until the lock is recorded as held
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = _take(path, what)
+            content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, content)
+        except OSError as error:
+            raise VbnfError(f"cannot take the lock ({error.strerror or error})", path) from error
+        _held[_key(path)] = descriptor
 
 
 def release(path: Path) -> None:
     """Give up this process's lock at ``path`` (nothing happens if it holds none there)."""
-    descriptor = _held.pop(_key(Path(path)), None)
-    if descriptor is None:
-        return
-    with suppress(OSError):
-        if sys.platform != "win32":  # unlinked while held: nobody can lock a stale file
-            os.unlink(path)
-        _unlock(descriptor)
-    os.close(descriptor)
-    if sys.platform == "win32":
+    with stopping.deferred():  # a stop signal waits: no lock file is left behind
+        descriptor = _held.pop(_key(Path(path)), None)
+        if descriptor is None:
+            return
         with suppress(OSError):
-            os.unlink(path)
+            if sys.platform != "win32":  # unlinked while held: nobody can lock a stale file
+                os.unlink(path)
+            _unlock(descriptor)
+        os.close(descriptor)
+        if sys.platform == "win32":
+            with suppress(OSError):
+                os.unlink(path)
 
 
 @contextmanager

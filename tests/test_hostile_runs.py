@@ -8,9 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from core_cli import REPO_ROOT, TINY_TRAIN_ARGS, run_core
+
+from core.asset.vbnf import read_asset
+from core.neural.checkpoint import load_checkpoint
+
+ONE_EPOCH = [*TINY_TRAIN_ARGS[:-4], "--epochs", "1", "--seed", "0"]
 
 
 def start_training(data: Path, out_dir: Path, *extra: str) -> subprocess.Popen[str]:
@@ -49,3 +55,41 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_first(
     assert f"(process {first.pid})" in line
     assert first.returncode == 130
     assert not (out_dir / "train.lock").exists()
+
+
+def stopped_at(process: subprocess.Popen[str], trigger: str | float) -> list[dict]:
+    """SIGTERM once ``trigger`` happens (an event's stage name, or seconds after the start);
+    returns every event the run printed."""
+    assert process.stdout is not None
+    events = []
+    if isinstance(trigger, float):
+        time.sleep(trigger)
+        process.send_signal(signal.SIGTERM)
+    for line in process.stdout:
+        events.append(json.loads(line))
+        if events[-1].get("stage") == trigger:
+            process.send_signal(signal.SIGTERM)
+    return events
+
+
+def test_sigterm_at_any_moment_cancels_cleanly(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """Start-up, octree, export and scoring: each stop leaves the old files or whole new ones,
+    no temporary, no lock, and ends with the ``cancelled`` event and exit code 130."""
+    triggers: list[str | float] = [0.8, "octree", "export", "eval"]
+    runs = {
+        trigger: start_training(synthetic_dataset, tmp_path / f"run{index}", *ONE_EPOCH)
+        for index, trigger in enumerate(triggers)
+    }
+    for index, (trigger, process) in enumerate(runs.items()):
+        events = stopped_at(process, trigger)
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 130, (trigger, stderr)
+        assert events and events[-1]["event"] == "cancelled", (trigger, events[-3:])
+        assert stderr.strip().splitlines()[-1].startswith("cancelled: "), stderr
+        out_dir = tmp_path / f"run{index}"
+        files = {path.name for path in out_dir.iterdir()} if out_dir.exists() else set()
+        assert files <= {"checkpoint.pt", "asset.vbnf"}, (trigger, files)  # nothing stray
+        if "checkpoint.pt" in files:
+            load_checkpoint(out_dir)
+        if "asset.vbnf" in files:
+            assert not read_asset(out_dir / "asset.vbnf").missing_levels

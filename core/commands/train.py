@@ -129,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         train = load_split(args.data_dir, "train")
         with locks.held(args.out / TRAIN_LOCK_NAME, "another training run into this folder"):
             metrics = train_and_score(args, options, config, train, test, reporter)
-    except TrainingCancelled as cancelled:
-        reporter.emit("cancelled", message=str(cancelled))
+    except TrainingCancelled:  # its event comes from the command line, wherever it is raised
         raise
     except VbnfError as error:
         reporter.emit("error", message=str(error))
