@@ -81,7 +81,7 @@ def _edit_transforms(dataset: Path, edit) -> Path:  # type: ignore[no-untyped-de
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d.pop("w"), "intrinsics"),
+        (lambda d: d.pop("w"), "missing field 'w'"),
         (lambda d: d.update(frames=[]), "non-empty list"),
         (lambda d: d["frames"][0].pop("depth_file_path"), "has no 'depth_file_path'"),
         (lambda d: d["frames"][1].update(transform_matrix=[[1, 0], [0, 1]]), "4x4"),

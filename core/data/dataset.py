@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import DatasetError
+from . import validation
 
 SPLITS = ("train", "test")
 NO_SURFACE_DEPTH = 1e9  # depths at or above this (and 0, inf, nan) mean "no surface"
@@ -114,12 +115,15 @@ def write_depth_exr(path: Path, depth: np.ndarray) -> None:
             raise OSError(str(error).replace(str(temporary), path.name)) from error
 
 
-def read_depth_exr(path: Path) -> np.ndarray:
-    """Read a single-channel depth EXR whatever its channel is called; no-surface pixels -> 0."""
+def read_depth_exr(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a single-channel depth EXR whatever its channel is called; no-surface pixels -> 0.
+    With ``expected_hw`` (height, width) its size is checked from the header, before any pixel
+    is allocated."""
     import OpenEXR
 
-    if not path.is_file():
-        raise DatasetError("depth file is missing", path)
+    validation.regular_file(path, "depth file")
+    if expected_hw is not None:
+        _check_size(path, "depth", _exr_size(path), expected_hw)
     try:
         channels = OpenEXR.File(str(path)).channels()
     except Exception as error:  # OpenEXR raises bare RuntimeErrors for damaged files
@@ -133,6 +137,17 @@ def read_depth_exr(path: Path) -> np.ndarray:
         raise DatasetError(f"depth EXR channel has shape {depth.shape}, expected (h, w)", path)
     no_surface = ~np.isfinite(depth) | (depth <= 0) | (depth >= NO_SURFACE_DEPTH)
     return np.where(no_surface, 0.0, depth).astype(np.float32)
+
+
+def _exr_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an EXR from its header alone."""
+    import OpenEXR
+
+    try:
+        low, high = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
+    except Exception as error:  # OpenEXR raises bare RuntimeErrors for damaged files
+        raise DatasetError(f"cannot read depth EXR ({error})", path) from error
+    return int(high[1] - low[1] + 1), int(high[0] - low[0] + 1)
 
 
 def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
@@ -154,18 +169,35 @@ def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
         Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB").save(temporary)
 
 
-def read_rgba_png(path: Path) -> np.ndarray:
-    """Read a PNG as [H, W, 4] float32 in [0, 1]; RGB images get an opaque alpha."""
+def read_rgba_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a PNG as [H, W, 4] float32 in [0, 1]; RGB images get an opaque alpha. With
+    ``expected_hw`` (height, width) its size is checked before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise DatasetError("image file is missing", path)
+    validation.regular_file(path, "image file")
     try:
         with Image.open(path) as image:
+            if expected_hw is not None:
+                _check_size(path, "image", (image.height, image.width), expected_hw)
             pixels = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"image is too large to decode ({error})", path) from error
     except (UnidentifiedImageError, OSError) as error:
         raise DatasetError(f"cannot read image ({error})", path) from error
     return pixels
+
+
+def _check_size(
+    path: Path, what: str, found_hw: tuple[int, ...], expected_hw: tuple[int, int]
+) -> None:
+    if found_hw != expected_hw:
+        raise DatasetError(
+            f"{what} is {_size(found_hw)}, transforms say {_size(expected_hw)}", path
+        )
+
+
+def _size(height_width: tuple[int, ...]) -> str:
+    return f"{height_width[1]}x{height_width[0]}"
 
 
 def load_split(dataset_dir: Path, split: str) -> Split:
@@ -174,12 +206,9 @@ def load_split(dataset_dir: Path, split: str) -> Split:
     json_path = dataset_dir / f"transforms_{split}.json"
     if not dataset_dir.is_dir():
         raise DatasetError("dataset folder does not exist", dataset_dir)
-    if not json_path.is_file():
+    if not json_path.exists():
         raise DatasetError(f"missing transforms_{split}.json", dataset_dir)
-    try:
-        document = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"not valid JSON ({error})", json_path) from error
+    document = validation.read_json(json_path)
     if not isinstance(document, dict):
         raise DatasetError("top level must be a JSON object", json_path)
     intrinsics = _parse_intrinsics(document, json_path)
@@ -190,21 +219,10 @@ def load_split(dataset_dir: Path, split: str) -> Split:
     rgba, depth, poses, names = [], [], [], []
     for number, frame in enumerate(frames):
         image_path, depth_path, pose = _parse_frame(frame, number, json_path, dataset_dir)
-        image = read_rgba_png(image_path)
-        depth_map = read_depth_exr(depth_path)
         expected = (intrinsics.height, intrinsics.width)
-        if image.shape[:2] != expected:
-            raise DatasetError(
-                f"image is {image.shape[1]}x{image.shape[0]}, "
-                f"transforms say {intrinsics.width}x{intrinsics.height}",
-                image_path,
-            )
-        if depth_map.shape != expected:
-            raise DatasetError(
-                f"depth is {depth_map.shape[1]}x{depth_map.shape[0]}, "
-                f"transforms say {intrinsics.width}x{intrinsics.height}",
-                depth_path,
-            )
+        image = read_rgba_png(image_path, expected)
+        depth_map = read_depth_exr(depth_path, expected)
+        _check_size(depth_path, "depth", depth_map.shape, expected)  # the channel, not the header
         rgba.append(image)
         depth.append(depth_map)
         poses.append(pose)
@@ -213,17 +231,21 @@ def load_split(dataset_dir: Path, split: str) -> Split:
 
 
 def _parse_intrinsics(document: dict[str, Any], json_path: Path) -> Intrinsics:
-    try:
-        width, height = int(document["w"]), int(document["h"])
-        fx = float(document.get("fl_x") or 0.5 * width / math.tan(0.5 * document["camera_angle_x"]))
-        fy = float(document.get("fl_y") or fx)
-        cx = float(document.get("cx", 0.5 * width))
-        cy = float(document.get("cy", 0.5 * height))
-    except (KeyError, TypeError, ValueError) as error:
-        raise DatasetError(f"bad or missing intrinsics field {error}", json_path) from error
+    width = validation.integer(document, "w", json_path)
+    height = validation.integer(document, "h", json_path)
     if width <= 0 or height <= 0 or width * height > 1 << 26:
         raise DatasetError(f"implausible image size {width}x{height}", json_path)
-    if not (fx > 0 and fy > 0 and math.isfinite(fx) and math.isfinite(fy)):
+    if document.get("fl_x") is None:
+        angle = validation.number(document, "camera_angle_x", json_path, None)
+        if not 0.0 < angle < math.pi:
+            raise DatasetError(f"camera_angle_x must lie in (0, pi), got {angle}", json_path)
+        fx = 0.5 * width / math.tan(0.5 * angle)
+    else:
+        fx = validation.number(document, "fl_x", json_path, None)
+    fy = validation.number(document, "fl_y", json_path, fx)
+    cx = validation.number(document, "cx", json_path, 0.5 * width)
+    cy = validation.number(document, "cy", json_path, 0.5 * height)
+    if not (fx > 0 and fy > 0):
         raise DatasetError(f"focal lengths must be positive, got fl_x={fx}, fl_y={fy}", json_path)
     return Intrinsics(width, height, fx, fy, cx, cy)
 
@@ -243,8 +265,16 @@ def _parse_frame(
         raise DatasetError(f"{where}: transform_matrix is not numeric", json_path) from error
     if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
         raise DatasetError(f"{where}: transform_matrix must be a finite 4x4 matrix", json_path)
-    image_path = dataset_dir / f"{frame['file_path']}.png"
-    depth_path = dataset_dir / str(frame["depth_file_path"])
+    file_path = frame["file_path"]
+    image_path = validation.inside(
+        dataset_dir,
+        f"{file_path}.png" if isinstance(file_path, str) else file_path,
+        f"{where} file_path",
+        json_path,
+    )
+    depth_path = validation.inside(
+        dataset_dir, frame["depth_file_path"], f"{where} depth_file_path", json_path
+    )
     return image_path, depth_path, pose
 
 

@@ -26,7 +26,7 @@ from ..data.dataset import Split, camera_rays, depth_point_cloud, load_split
 from ..errors import DatasetError, TrainingCancelled, VbnfError
 from ..progress import ProgressReporter
 from ..run_layout import CHECKPOINT_NAME
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, restore_optimizer, save_checkpoint
 from .field import FieldConfig, RadianceField
 from .render.gpu.backend import select_backend
 from .render.raymarch import OctreeTracer, normalize_rays
@@ -158,7 +158,7 @@ class Trainer:
         self.backend = select_backend(options.backend, options.device)
         self.optimizer = make_optimizer(self.field, options)
         if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+            restore_optimizer(self.optimizer, optimizer_state, self.checkpoint_path)
         self.state = state or TrainState()
         self.steps_per_epoch = math.ceil(len(rays) / options.batch_rays)
         self.total_steps = self.steps_per_epoch * options.epochs
