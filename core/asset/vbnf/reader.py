@@ -97,7 +97,15 @@ def read_asset(
             scan.name,
         )
     with named_errors(scan.name):
-        field = _decode_field(header, scan.chunks)
+        try:
+            field = _decode_field(header, scan.chunks)
+        except MemoryError as error:  # within the budget, but this machine has less free
+            decoded = header.chunks[: len(scan.chunks)]
+            needed_bytes = sum(budget.decoded_level_bytes(header, entry) for entry in decoded)
+            raise AssetError(
+                f"out of memory decoding levels {_level_span([e.level for e in decoded])} "
+                f"(they need about {needed_bytes >> 20} MiB); read fewer levels"
+            ) from error
     return AssetContents(
         field=field,
         header_bytes=header.header_bytes,
