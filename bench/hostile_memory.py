@@ -3,7 +3,7 @@ chunk (a decompression bomb) and a tiny valid asset that decodes to a full level
 k = 256 features. Each case is read in a fresh subprocess (``read_asset`` then ``NumpyField``,
 what ``core eval`` and the add-on's import do) and its peak RSS is printed; nothing is asserted.
 
-    .venv/bin/python bench/hostile_memory.py --out /tmp/hostile [--bomb-gib 4]
+    .venv/bin/python bench/hostile_memory.py --out /tmp/hostile [--bomb-gib 4] [--root OTHER]
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ sys.path.insert(0, sys.argv[2])
 from core.asset.vbnf import read_asset
 from core.asset.numpy_field import NumpyField
 try:
-    NumpyField(read_asset(sys.argv[1]).field)
+    field = read_asset(sys.argv[1]).field
+    if sys.argv[3] == "torch":  # what core eval does with an asset
+        from core.neural.field import RadianceField
+        RadianceField.from_field_data(field)
+    else:  # what the add-on's import does
+        NumpyField(field)
     outcome = "decoded"
 except Exception as error:
     outcome = f"{type(error).__name__}: {error}"
@@ -79,9 +84,8 @@ def bomb_asset(path: Path, declared_bytes: int) -> int:
     return dense_asset(path, level, 1, corners, bytes(structure_bytes))
 
 
-def measure(path: Path, limit_bytes: int | None) -> dict:
-    root = str(Path(__file__).resolve().parents[1])
-    command = [sys.executable, "-c", MEASURE, str(path), root]
+def measure(path: Path, limit_bytes: int | None, root: Path, decoder: str) -> dict:
+    command = [sys.executable, "-c", MEASURE, str(path), str(root), decoder]
     if limit_bytes is not None:
         command = ["prlimit", f"--as={limit_bytes}", *command]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -96,6 +100,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bomb-gib", type=float, default=4.0)
     parser.add_argument("--limit-gib", type=float, help="address-space limit of the readers")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="checkout whose reader is measured (default: this one), e.g. an older one",
+    )
+    parser.add_argument(
+        "--decoder",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="after reading: NumpyField (the add-on) or RadianceField (core eval)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     limit = None if args.limit_gib is None else int(args.limit_gib * (1 << 30))
@@ -106,7 +122,8 @@ def main() -> None:
     }
     for name, (path, build) in cases.items():
         size = build(path)
-        print(json.dumps({"case": name, "file_bytes": size, **measure(path, limit)}), flush=True)
+        result = measure(path, limit, args.root, args.decoder)
+        print(json.dumps({"case": name, "file_bytes": size, **result}), flush=True)
 
 
 if __name__ == "__main__":

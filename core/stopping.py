@@ -21,7 +21,10 @@ from typing import Any
 
 from .errors import TrainingCancelled
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGBREAK: what the extension's CTRL_BREAK_EVENT arrives as on Windows.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()
+)
 
 
 class _State:
