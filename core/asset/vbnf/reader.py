@@ -120,8 +120,8 @@ def scan_asset(
 ) -> ScannedAsset:
     """Read the header and the chunks of levels up to ``max_level``, checking their CRCs.
 
-    With ``decode_budget_bytes`` the levels to decode are first checked against that memory
-    budget, before a single chunk byte is read."""
+    With ``decode_budget_bytes`` the levels to decode (those the source is long enough to hold)
+    are first checked against that memory budget, before a single chunk byte is read."""
     with _open(source) as (stream, name), named_errors(name):
         reader = _Reader(stream)
         header = _read_header(reader)
@@ -130,8 +130,14 @@ def scan_asset(
                 f"max_level {max_level} is below the coarsest level {header.min_level}", name
             )
         requested = [e for e in header.chunks if max_level is None or e.level <= max_level]
-        if decode_budget_bytes is not None:
-            budget.check_budget(header, requested, decode_budget_bytes)
+        if decode_budget_bytes is not None:  # for the levels the source can hold at all
+            size_bytes = _source_bytes(stream)
+            present = [
+                entry
+                for entry, layout in zip(requested, header.layouts(), strict=False)
+                if size_bytes is None or layout.cumulative_bytes <= size_bytes
+            ]
+            budget.check_budget(header, present, decode_budget_bytes)
         chunks = []
         for entry in requested:
             stored = reader.read(entry.stored_bytes)
@@ -197,6 +203,19 @@ def _open(source: Source) -> Iterator[tuple[BinaryIO, str | None]]:
     else:
         stream_name = getattr(source, "name", None)
         yield source, stream_name if isinstance(stream_name, str) else None
+
+
+def _source_bytes(stream: BinaryIO) -> int | None:
+    """Total size of a seekable source (None for a pipe or a socket)."""
+    try:
+        if not stream.seekable():
+            return None
+        position = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(position)
+    except (OSError, ValueError):
+        return None
+    return end
 
 
 def _read_header(reader: _Reader) -> AssetHeader:
