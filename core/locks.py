@@ -48,6 +48,8 @@ class LockHolder:
     host: str
 
     def __str__(self) -> str:
+        if self.pid < 0:  # it holds the lock but has not written its name yet
+            return "a process just starting"
         here = self.host == socket.gethostname()
         return f"process {self.pid}" + ("" if here else f" on {self.host}")
 
@@ -107,7 +109,7 @@ def holder(path: Path) -> LockHolder | None:
         if _try_lock(descriptor):
             _unlock(descriptor)
             return None
-        return _read_holder(path) or LockHolder(-1, "unknown")
+        return _read_holder(path) or LockHolder(-1, socket.gethostname())
     finally:
         os.close(descriptor)
 
