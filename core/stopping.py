@@ -68,6 +68,9 @@ def handled() -> Iterator[None]:
     """Stop signals cancel the block (see the module's docstring)."""
     global _state
     _state = _State()
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main one
+        yield
+        return
     with _signals_handled():
         yield
 
