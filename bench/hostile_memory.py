@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.asset.field_data import MLPWeights
 from core.asset.vbnf.header import AssetHeader, ChunkEntry, pack_header
-from core.asset.vbnf.spec import VIEW_ENCODING_DIM, max_structure_bytes
+from core.asset.vbnf.spec import VIEW_ENCODING_DIM, Codec, max_structure_bytes
 
 PIECE_BYTES = 1 << 24
 
@@ -46,16 +46,31 @@ print(json.dumps({"outcome": outcome[:300], "peak_rss_mib": round(peak_mib)}))
 """
 
 
-def dense_asset(path: Path, level: int, feature_dim: int, corners: int, structure: bytes) -> int:
-    """Write a one-level dense zstd asset whose chunk is ``structure`` then zero features for
-    ``corners`` corners, compressed as a stream (never held whole here); returns its size."""
+def dense_asset(
+    path: Path, level: int, feature_dim: int, corners: int, structure: bytes, codec: Codec = "zstd"
+) -> int:
+    """Write a one-level dense asset whose chunk is ``structure`` then zero features for
+    ``corners`` corners, zstd-compressed (or stored) as a stream, never held whole here;
+    returns its size."""
     compressor = zstandard.ZstdCompressor(level=3).compressobj()
-    stored = bytearray(compressor.compress(structure))
+    encode = compressor.compress if codec == "zstd" else bytes
     feature_bytes = 2 * corners * feature_dim
     zeros = bytes(PIECE_BYTES)
-    for start in range(0, feature_bytes, PIECE_BYTES):
-        stored += compressor.compress(zeros[: min(PIECE_BYTES, feature_bytes - start)])
-    stored += compressor.flush()
+    chunk_path = path.with_suffix(".chunk")
+    crc, stored_bytes = 0, 0
+    with open(chunk_path, "wb") as chunk:
+        pieces = [structure] + [
+            zeros[: min(PIECE_BYTES, feature_bytes - start)]
+            for start in range(0, feature_bytes, PIECE_BYTES)
+        ]
+        for piece in pieces:
+            stored = encode(piece)
+            chunk.write(stored)
+            crc, stored_bytes = zlib.crc32(stored, crc), stored_bytes + len(stored)
+        if codec == "zstd":
+            tail = compressor.flush()
+            chunk.write(tail)
+            crc, stored_bytes = zlib.crc32(tail, crc), stored_bytes + len(tail)
     hidden_dim = 1
     mlp = MLPWeights(
         np.zeros((hidden_dim, feature_dim + VIEW_ENCODING_DIM), np.float32),
@@ -63,17 +78,20 @@ def dense_asset(path: Path, level: int, feature_dim: int, corners: int, structur
         np.zeros((4, hidden_dim), np.float32),
         np.zeros(4, np.float32),
     )
-    entry = ChunkEntry(level, len(stored), len(structure), corners, zlib.crc32(stored), "zstd")
+    entry = ChunkEntry(level, stored_bytes, len(structure), corners, crc, codec)
     header = AssetHeader("dense", level, 0, feature_dim, 0, 1.0, np.zeros(3), mlp, (entry,))
-    data = pack_header(header) + bytes(stored)
-    path.write_bytes(data)
-    return len(data)
+    with open(path, "wb") as asset, open(chunk_path, "rb") as chunk:
+        asset.write(pack_header(header))
+        while piece := chunk.read(PIECE_BYTES):
+            asset.write(piece)
+    chunk_path.unlink()
+    return path.stat().st_size
 
 
-def full_octree_asset(path: Path, level: int, feature_dim: int) -> int:
+def full_octree_asset(path: Path, level: int, feature_dim: int, codec: Codec = "zstd") -> int:
     """Every cell of every level occupied: a valid asset with the most corners ``level`` has."""
     structure = b"\xff" * max_structure_bytes(level, level)
-    return dense_asset(path, level, feature_dim, ((1 << level) + 1) ** 3, structure)
+    return dense_asset(path, level, feature_dim, ((1 << level) + 1) ** 3, structure, codec)
 
 
 def bomb_asset(path: Path, declared_bytes: int) -> int:
@@ -119,6 +137,10 @@ def main() -> None:
     cases = {
         "bomb": (args.out / "bomb.vbnf", lambda path: bomb_asset(path, bomb_bytes)),
         "full_level7_k256": (args.out / "full7.vbnf", lambda path: full_octree_asset(path, 7, 256)),
+        "full_level7_k256_uncompressed": (
+            args.out / "full7_none.vbnf",
+            lambda path: full_octree_asset(path, 7, 256, "none"),
+        ),
     }
     for name, (path, build) in cases.items():
         size = build(path)

@@ -62,7 +62,7 @@ class ChunkReader:
     :data:`_READ_PIECE_BYTES` is allocated here at a time, whatever the data claims.
     """
 
-    def __init__(self, stored: bytes, codec: Codec, raw_bytes: int, what: str) -> None:
+    def __init__(self, stored: bytes | bytearray, codec: Codec, raw_bytes: int, what: str) -> None:
         self._what = what
         self._raw_bytes = raw_bytes
         self._produced_bytes = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -40,7 +40,7 @@ class ScannedAsset:
 
     name: str | None  # the file's path, for messages; None for in-memory sources
     header: AssetHeader
-    chunks: list[bytes]  # stored bytes of the complete chunks read, coarsest first
+    chunks: list[bytes | bytearray]  # stored bytes of the complete chunks read, coarsest first
     requested_levels: int  # how many chunks were asked for (all, or up to a max_level)
     available_bytes: int  # bytes read before the source ended or reading stopped
 
@@ -131,7 +131,7 @@ def scan_asset(
             )
         requested = [e for e in header.chunks if max_level is None or e.level <= max_level]
         if decode_budget_bytes is not None:  # for the levels the source can hold at all
-            size_bytes = _source_bytes(stream)
+            size_bytes = reader.source_bytes
             present = [
                 entry
                 for entry, layout in zip(requested, header.layouts(), strict=False)
@@ -167,14 +167,40 @@ def named_errors(name: str | None) -> Iterator[None]:
 
 
 class _Reader:
-    """Sequential reads that allocate only as data arrives, however large the request."""
+    """Sequential reads that allocate only as data arrives, however large the request: from a
+    source of known size a read is one buffer of what the source still holds (never the size a
+    header claims), from a pipe it grows piece by piece."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(
+            stream, "readinto", None
+        )
+        self._remaining_bytes = None if self._readinto is None else _remaining_bytes(stream)
         self.consumed_bytes = 0
 
-    def read(self, size: int) -> bytes:
+    @property
+    def source_bytes(self) -> int | None:
+        """Size of the source from where reading began (None: unknown)."""
+        return self._remaining_bytes
+
+    def read(self, size: int) -> bytes | bytearray:
         """Up to ``size`` bytes; fewer only when the source has ended."""
+        if self._remaining_bytes is None or self._readinto is None:
+            return self._read_pieces(size)
+        buffer = bytearray(min(size, max(self._remaining_bytes - self.consumed_bytes, 0)))
+        view, filled = memoryview(buffer), 0
+        while filled < len(buffer):
+            count = self._readinto(view[filled : filled + _READ_PIECE_BYTES])
+            if not count:
+                del view
+                del buffer[filled:]  # the source shrank meanwhile
+                break
+            filled += count
+        self.consumed_bytes += len(buffer)
+        return buffer
+
+    def _read_pieces(self, size: int) -> bytes:
         pieces = []
         remaining = size
         while remaining > 0:
@@ -205,8 +231,8 @@ def _open(source: Source) -> Iterator[tuple[BinaryIO, str | None]]:
         yield source, stream_name if isinstance(stream_name, str) else None
 
 
-def _source_bytes(stream: BinaryIO) -> int | None:
-    """Total size of a seekable source (None for a pipe or a socket)."""
+def _remaining_bytes(stream: BinaryIO) -> int | None:
+    """Bytes a seekable source holds from its position on (None for a pipe or a socket)."""
     try:
         if not stream.seekable():
             return None
@@ -215,16 +241,16 @@ def _source_bytes(stream: BinaryIO) -> int | None:
         stream.seek(position)
     except (OSError, ValueError):
         return None
-    return end
+    return end - position
 
 
 def _read_header(reader: _Reader) -> AssetHeader:
-    prefix = reader.read(PREFIX.size)
-    rest = reader.read(header_size(prefix) - PREFIX.size)
+    prefix = bytes(reader.read(PREFIX.size))
+    rest = bytes(reader.read(header_size(prefix) - PREFIX.size))
     return unpack_header(prefix + rest)
 
 
-def _decode_field(header: AssetHeader, chunks: list[bytes]) -> FieldData:
+def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> FieldData:
     masks_per_level: list[np.ndarray] = []
     levels: list[LevelData] = []
     octree: SparseOctree | None = None
