@@ -399,13 +399,13 @@ def test_esc_keeps_the_rendered_views_and_the_next_bake_resumes_them(
     assert not (tmp_path / "esc.vbnf").exists()
     work_dir = tmp_path / "esc.vbnf.bake"
     kept = _view_files(work_dir)
-    assert len(kept) == 4 and _work_state(work_dir)["views_done"] == 2  # PNG + depth EXR each
+    assert len(kept) == 6 and _work_state(work_dir)["views_done"] == 2  # RGBA, depth EXR, PNG each
     assert extension.work_folder.resume_line(work_dir) == "Resumable: 2/4 views"
 
     resumed = _ModalHarness(extension, extension.ops_bake.make_job(bpy.context))
     resumed.tick_until(lambda: resumed.status.stage == "train")
     views = _view_files(work_dir)
-    assert len(views) == 10 and all(views[path] == time for path, time in kept.items())
+    assert len(views) == 15 and all(views[path] == time for path, time in kept.items())
     assert resumed.tick_until(lambda: not resumed.status.running) == {"FINISHED"}
     [(kind, text)] = resumed.reports
     assert kind == {"INFO"} and text.endswith(", resumed from 2/4 views)"), text
@@ -491,7 +491,7 @@ def test_a_changed_material_asks_before_the_bake_drops_the_kept_views(
     assert job.progress.message == job.resume_note
     assert _view_files(work_dir) == {} and _work_state(work_dir)["views_done"] == 0
     job.advance()  # renders the first view again, of the scene as it is now
-    assert len(_view_files(work_dir)) == 2
+    assert len(_view_files(work_dir)) == 3  # one view: RGBA, depth EXR, depth PNG
     job.cancel()
     job.advance()
     job.close()
@@ -688,7 +688,7 @@ def test_changed_capture_settings_start_over(extension: ModuleType, tmp_path: Pa
     _set_bake_settings(views=4, resolution=16)
     _cancel_during_capture(extension, views=1)
     work_dir = tmp_path / "changed.vbnf.bake"
-    assert len(_view_files(work_dir)) == 2
+    assert len(_view_files(work_dir)) == 3  # one view: RGBA, depth EXR, depth PNG
     _set_bake_settings(views=4, resolution=20)
     job = extension.ops_bake.make_job(bpy.context)
     job.start()

@@ -6,6 +6,7 @@ check (where a pixel's ray goes, what its depth means) does not depend on image 
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 from vbnf_blender import capture  # noqa: E402
 
-from core.data import cameras, dataset  # noqa: E402
+from core.data import cameras, dataset, interop  # noqa: E402
 
 TINY = capture.CaptureSettings(
     train_views=4, test_views=1, resolution_px=32, samples=2, denoise=False
@@ -366,6 +367,16 @@ def test_batch_capture_writes_a_loadable_dataset(
     assert "3/4" in result.stderr and "dataset written to" in result.stdout
     assert len(dataset.load_split(out_dir, "train")) == 3
     assert len(dataset.load_split(out_dir, "test")) == 1
+    # What nerfstudio and instant-ngp read (tests/test_interop.py checks it in detail).
+    assert all((out_dir / name).is_file() for name in interop.INDEX_FILES)
+    assert dataset.load_split(out_dir, "val").names == dataset.load_split(out_dir, "test").names
+    split_file = json.loads((out_dir / "transforms_train.json").read_text())
+    step_m = split_file["integer_depth_scale"]
+    for frame in split_file["frames"]:
+        exr_m = dataset.read_depth_exr(out_dir / frame["depth_file_path"])
+        png_m = dataset.read_depth_png(out_dir / frame["depth_path"], step_m)
+        assert (exr_m > 0).any() and np.array_equal(exr_m > 0, png_m > 0)
+        assert np.abs(exr_m - png_m).max() <= 0.5 * step_m + 1e-6
 
 
 @pytest.mark.blender

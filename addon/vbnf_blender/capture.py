@@ -9,7 +9,9 @@ RGBA and depth both come out of the compositor through File Output nodes: in Ble
 the route that writes the Depth pass (a multilayer EXR from ``render(write_still=True)`` drops
 it), and it leaves ``render.filepath`` and ``render.image_settings`` untouched. Cycles' Depth pass
 is planar depth along the camera's -Z axis, the convention ``core.data.dataset`` stores, so it is
-written unchanged (tests/test_capture.py checks this against the mesh surface).
+written unchanged (tests/test_capture.py checks this against the mesh surface). Each view also
+gets the 16-bit depth PNG nerfstudio and instant-ngp read, and the finished capture their index
+files, all from ``core.data.interop``, as ``core synth`` writes them.
 
 ``CaptureJob`` renders one view per ``step()`` so a modal operator can keep Blender responsive
 and cancel between views; ``capture_dataset`` drives it to the end for headless use.
@@ -37,14 +39,14 @@ from mathutils import Matrix
 
 from . import capture_record
 from .capture_record import View
-from .engine import VbnfError, cameras, dataset
+from .engine import VbnfError, cameras, dataset, interop
 
 GEOMETRY_TYPES = frozenset(
     {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
 )
 # Kept visible when capturing a selection, so the selected objects stay lit as in the scene.
 LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
-SPLIT_NAMES = ("train", "test")
+SPLIT_NAMES = ("train", "test")  # the capture's views; interop.SPLIT_FILES names the files
 TEMPORARY_NAME = "VBNF Capture"
 
 
@@ -187,6 +189,7 @@ class CaptureJob:
         self._pending: list[View] = []  # still to render, in plan order
         self.views_kept = 0  # views a resumed capture found already rendered
         self._intrinsics: dataset.Intrinsics | None = None
+        self._tool_fields: interop.ToolFields | None = None
         self._patch = _SettingsPatch()
         self._camera: bpy.types.Object | None = None
         self._camera_data: bpy.types.Camera | None = None
@@ -214,6 +217,7 @@ class CaptureJob:
         self._staging = _prepare_output(self.out_dir)
         try:
             self._views = plan.views
+            self._tool_fields = interop.ToolFields.for_plan(plan.view_plan)
             try:
                 self._pending = capture_record.views_to_render(
                     self.out_dir, plan.views, plan.record, self._resume
@@ -243,7 +247,7 @@ class CaptureJob:
 
     def step(self) -> CaptureProgress:
         """Render the next view into the dataset folder; after the last, write the transforms."""
-        if self._camera is None or self._staging is None:
+        if self._camera is None or self._staging is None or self._tool_fields is None:
             raise RuntimeError("CaptureJob.step() called outside its 'with' block")
         if self.finished:
             raise RuntimeError("CaptureJob.step() called after the last view")
@@ -255,7 +259,7 @@ class CaptureJob:
             raise CaptureError(f"Cycles failed on {view.frame.file_path}: {error}") from error
         if "FINISHED" not in result:
             raise CaptureError(f"Cycles did not finish rendering {view.frame.file_path}")
-        _collect_outputs(self._staging, self.out_dir, view.frame)
+        _collect_outputs(self._staging, self.out_dir, view.frame, self._tool_fields.depth_png)
         self._pending.pop(0)
         if self.finished:
             self._write_transforms()
@@ -305,12 +309,9 @@ class CaptureJob:
         return failures
 
     def _write_transforms(self) -> None:
-        assert self._intrinsics is not None
-        for split in SPLIT_NAMES:
-            frames = [view.frame for view in self._views if view.split == split]
-            dataset.write_transforms(
-                self.out_dir / f"transforms_{split}.json", self._intrinsics, frames
-            )
+        assert self._intrinsics is not None and self._tool_fields is not None
+        frames = {s: [v.frame for v in self._views if v.split == s] for s in SPLIT_NAMES}
+        interop.write_dataset_index(self.out_dir, self._intrinsics, frames, self._tool_fields)
 
 
 def plan_capture(
@@ -463,15 +464,15 @@ def _box_corners(obj: bpy.types.Object) -> np.ndarray:
 
 
 def _prepare_output(out_dir: Path) -> Path:
-    """Make the folder, drop transforms of an earlier capture, return a fresh staging folder.
+    """Make the folder, drop the index files of an earlier capture, return a fresh staging folder.
 
-    Deleting old transforms first means an interrupted re-capture into the same folder cannot
-    pass for a complete dataset that mixes old and new images.
+    Deleting the old index first means an interrupted re-capture into the same folder cannot
+    pass for a complete dataset that mixes old and new images, in any tool.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for split in SPLIT_NAMES:
-            (out_dir / f"transforms_{split}.json").unlink(missing_ok=True)
+        for name in interop.INDEX_FILES:
+            (out_dir / name).unlink(missing_ok=True)
         for split in SPLIT_NAMES:
             (out_dir / split).mkdir(exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".capture-", dir=out_dir))
@@ -605,16 +606,20 @@ def _plan_frames(plan: cameras.ViewPlan) -> list[View]:
     return views
 
 
-def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:
-    """Move the File Output nodes' files to their dataset names.
+def _collect_outputs(
+    staging: Path, out_dir: Path, frame: dataset.FrameRecord, depth_png: interop.DepthPng
+) -> None:
+    """Move the File Output nodes' files to their dataset names, then write the 16-bit depth
+    PNG the other tools read from the EXR (last, so a view with all its files is whole).
 
     The nodes compose their own file names (and append frame numbers in some modes); looking
     for the single file each wrote into its own empty folder does not depend on that scheme.
     """
-    rgba, depth = capture_record.view_files(out_dir, frame)
+    rgba, depth, _ = capture_record.view_files(out_dir, frame)
     destinations = {"rgba": rgba, "depth": depth}
     for name, destination in destinations.items():
         written = sorted((staging / name).glob("*"))
         if len(written) != 1:
             raise CaptureError(f"Blender wrote {len(written)} {name} files for {frame.file_path}")
         written[0].replace(destination)
+    interop.write_view_depth(out_dir, frame, dataset.read_depth_exr(depth), depth_png)

@@ -131,15 +131,25 @@ def trilinear_weights(local: torch.Tensor) -> torch.Tensor:
     return (xy * z[:, None, :]).reshape(-1, 8)
 
 
-def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct values of ``ids`` (sorted) and ``ids`` renumbered into them, in O(num_rows)
-    with a mask instead of a sort (``torch.unique`` dominated CPU step time)."""
+def mark_touched(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of ``num_rows`` rows ``ids`` touches ([num_rows] bool) and ``ids`` renumbered into
+    the touched rows in order, in O(num_rows) with a mask instead of a sort (``torch.unique``
+    dominated CPU step time), and with no host sync: the number of touched rows is
+    ``touched.sum()``, which :func:`touched_rows` needs on the host."""
     touched = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
     touched[ids.reshape(-1)] = True
-    rows = torch.nonzero(touched).squeeze(1)
-    position = torch.empty(num_rows, dtype=torch.long, device=ids.device)
-    position[rows] = torch.arange(rows.numel(), device=ids.device)
-    return rows, position[ids]
+    position = torch.cumsum(touched, 0) - 1
+    return touched, position[ids]
+
+
+def touched_rows(touched: torch.Tensor, count: int) -> torch.Tensor:
+    """The indices of the ``count`` rows marked in ``touched``, ascending (``nonzero`` of a
+    mask whose size is known, so without a host sync): each touched row is scattered to its
+    rank, every other one to a spare last slot."""
+    rank = torch.where(touched, torch.cumsum(touched, 0) - 1, count)
+    rows = torch.empty(count + 1, dtype=torch.long, device=touched.device)
+    rows.scatter_(0, rank, torch.arange(touched.numel(), device=touched.device))
+    return rows[:count]
 
 
 class FeatureGather(Protocol):
@@ -238,23 +248,32 @@ class RadianceField(nn.Module):
         is empty space: density 0, as the numpy decoder has it).
 
         Per level only the corners this batch touches are asked for (``store(rows)``), so the
-        VQ-AD softmax runs on those rows alone; or, given ``tables`` (:meth:`corner_tables`,
-        for renders that shade many batches with one decoding), the level's table is read
-        directly. Points in unallocated cells get zero weights, hence zero features.
+        VQ-AD softmax runs on those rows alone; their numbers, which size ``rows``, are read
+        for all levels at once (one host sync per call, not one per level). Given ``tables``
+        (:meth:`corner_tables`, for renders that shade many batches with one decoding), the
+        level's table is read directly. Points in unallocated cells get zero weights, hence
+        zero features.
         """
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         total = points.new_zeros(points.shape[0], self.config.feature_dim)
         inside: torch.Tensor | None = None  # set by level 0, which every lod includes
-        for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
+        touched: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for depth, (index, _) in enumerate(self.levels()[: lod + 1]):
             cell, corner_ids, weights = gather.corners(index, points)
             if inside is None:
                 inside = cell >= 0
             if tables is None:
-                rows, local_ids = touched_rows(corner_ids, index.num_corners)
-                total = total + gather.interpolate(weights, local_ids, store(rows))
+                touched.append((weights, *mark_touched(corner_ids, index.num_corners)))
             else:
                 total = total + gather.interpolate(weights, corner_ids, tables[depth])
+        if touched:
+            counts = torch.stack([mask.sum() for _, mask, _ in touched]).tolist()
+            for (weights, mask, local_ids), count, (_, store) in zip(
+                touched, counts, self.levels()[: lod + 1], strict=True
+            ):
+                rows = touched_rows(mask, count)
+                total = total + gather.interpolate(weights, local_ids, store(rows))
         assert inside is not None
         return total, inside
 
