@@ -1,5 +1,5 @@
 """A training run under hostile conditions: a second run into its folder, and a SIGTERM at any
-moment of a run (start-up, training, export, metrics). Real ``python -m core`` subprocesses."""
+moment of a run (start-up, octree, export, scoring). Real ``python -m core`` subprocesses."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from core_cli import REPO_ROOT, TINY_TRAIN_ARGS, run_core
 
 from core.asset.vbnf import read_asset
 from core.neural.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # real training runs, several at once
 
 ONE_EPOCH = [*TINY_TRAIN_ARGS[:-4], "--epochs", "1", "--seed", "0"]
 
