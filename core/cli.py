@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         try:
             return _run(argv)
-        except TrainingCancelled as cancelled:  # wherever it came, even while reporting an error
+        except (TrainingCancelled, stopping.StopSignal) as cancelled:  # even while reporting
             ProgressReporter(1, events="--events" in argv).emit("cancelled", message=str(cancelled))
             print(f"cancelled: {cancelled}", file=sys.stderr)
             return EXIT_CANCELLED

@@ -1,13 +1,14 @@
 """Stopping on SIGINT or SIGTERM at any moment without a lost, half-written or stray file.
 
 While :func:`handled` is active (the command line's ``main``, from its first line to its last
-write) a stop signal raises :class:`TrainingCancelled` where the program is, except inside a
+write) a stop signal raises :class:`StopSignal` where the program is, except inside a
 :func:`deferred` block, which finishes first: every write (``atomic_path``) is one, so a stop
 leaves the old file or the new one and never a temporary. The training loop polls instead
 (:func:`polled`): it saves a checkpoint, then cancels. After the first cancellation further
 signals are only recorded, so the way out (the ``cancelled`` event, the message) is never cut
-short. Outside :func:`handled` (the Blender extension, tests calling the engine) nothing here
-changes how signals behave.
+short. A stop that lands inside an import waits for the import to end (an exception there would
+surface as the imported module's own error). Outside :func:`handled` (the Blender extension,
+tests calling the engine) nothing here changes how signals behave.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from typing import Any
 
 from .errors import TrainingCancelled
 
+
+class StopSignal(BaseException):
+    """A stop signal, raised where the program was. Like ``KeyboardInterrupt`` it is no
+    ``Exception``, so no ``except Exception`` on its way out (a reader that wraps whatever its
+    library raises) turns the stop into some other error."""
+
+
 # SIGBREAK: what the extension's CTRL_BREAK_EVENT arrives as on Windows.
+IMPORT_RETRY_S = 0.05
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + (
     (signal.SIGBREAK,) if hasattr(signal, "SIGBREAK") else ()
 )
@@ -38,17 +47,38 @@ class _State:
 _state = _State()
 
 
-def _handler(signum: int, _frame: FrameType | None) -> None:
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state.deferred_depth == 0 and not _state.cancelled and _in_import(frame):
+        # An exception raised inside an import comes out as the importer's own error (numpy's
+        # "do not import numpy from its source tree" ImportError), so the signal is delivered
+        # again shortly, once the import is over.
+        retry = threading.Timer(IMPORT_RETRY_S, _redeliver, (signum,))
+        retry.daemon = True
+        retry.start()
+        return
     _state.requested.append(signal.Signals(signum).name)
     if _state.deferred_depth == 0:
         _cancel()
+
+
+def _in_import(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int) -> None:
+    if _state.installed:  # main has not ended meanwhile
+        signal.raise_signal(signum)
 
 
 def _cancel() -> None:
     if _state.cancelled:
         return
     _state.cancelled = True
-    raise TrainingCancelled(f"stopped by {_state.requested[0]}")
+    raise StopSignal(f"stopped by {_state.requested[0]}")
 
 
 @contextmanager
@@ -104,7 +134,7 @@ def polled() -> Iterator[list[str]]:
     with _signals_handled() if installing else _nothing(), deferred():
         try:
             yield _state.requested
-        except TrainingCancelled:
+        except (TrainingCancelled, StopSignal):
             _state.cancelled = True
             raise
 

@@ -11,7 +11,6 @@ import pytest
 
 from core import stopping
 from core.atomic import atomic_path
-from core.errors import TrainingCancelled
 
 
 def test_a_stop_during_a_write_waits_for_the_write(tmp_path: Path) -> None:
@@ -19,7 +18,7 @@ def test_a_stop_during_a_write_waits_for_the_write(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     with (
         stopping.handled(),
-        pytest.raises(TrainingCancelled, match="stopped by SIGTERM"),
+        pytest.raises(stopping.StopSignal, match="stopped by SIGTERM"),
         atomic_path(target) as temporary,
     ):
         temporary.write_bytes(b"half")
@@ -33,7 +32,7 @@ def test_a_stop_outside_a_write_cancels_at_once_and_only_once() -> None:
     previous = signal.getsignal(signal.SIGTERM)
     reached = []
     with stopping.handled():
-        with pytest.raises(TrainingCancelled, match="stopped by SIGINT"):
+        with pytest.raises(stopping.StopSignal, match="stopped by SIGINT"):
             os.kill(os.getpid(), signal.SIGINT)
             reached.append("after the signal")
         os.kill(os.getpid(), signal.SIGTERM)  # on the way out: recorded, not raised
@@ -44,7 +43,7 @@ def test_a_stop_outside_a_write_cancels_at_once_and_only_once() -> None:
 
 def test_the_training_loop_polls_instead_of_being_interrupted() -> None:
     seen = []
-    with stopping.handled(), pytest.raises(TrainingCancelled), stopping.polled() as requested:
+    with stopping.handled(), pytest.raises(stopping.StopSignal), stopping.polled() as requested:
         os.kill(os.getpid(), signal.SIGTERM)
         seen.append(list(requested))  # the loop sees it and saves before it cancels
     assert seen == [["SIGTERM"]]  # and a loop that ends without cancelling is cancelled after
