@@ -82,7 +82,7 @@ def _edit_transforms(dataset: Path, edit) -> Path:  # type: ignore[no-untyped-de
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: [d.pop("fl_x"), d.pop("camera_angle_x")], "intrinsics"),
+        (lambda d: [d.pop("fl_x"), d.pop("camera_angle_x")], "missing field 'camera_angle_x'"),
         (lambda d: d.update(frames=[]), "non-empty list"),
         (
             lambda d: [d["frames"][0].pop(key) for key in ("depth_file_path", "depth_path")],

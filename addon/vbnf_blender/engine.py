@@ -20,6 +20,7 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
+    from .core import locks
     from .core.asset.numpy_field import NumpyField
     from .core.asset.vbnf import asset_info, cut_asset, read_asset
     from .core.atomic import atomic_path, atomic_write_bytes
@@ -36,6 +37,7 @@ if _VENDORED:
     from .core.metrics import SSIM_WINDOW
     from .core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 else:
+    from core import locks
     from core.asset.numpy_field import NumpyField
     from core.asset.vbnf import asset_info, cut_asset, read_asset
     from core.atomic import atomic_path, atomic_write_bytes
@@ -74,5 +76,6 @@ __all__ = [
     "cut_asset",
     "dataset",
     "interop",
+    "locks",
     "read_asset",
 ]

@@ -21,8 +21,9 @@ else nerfstudio's millimetres) or no depth at all (zeros: no surface known), and
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DatasetError
+from . import validation
 
 SPLITS = ("train", "test")
 NO_SURFACE_DEPTH = 1e9  # depths at or above this (and 0, inf, nan) mean "no surface"
@@ -95,16 +97,30 @@ def write_depth_exr(path: Path, depth: np.ndarray) -> None:
 
     pixels = np.ascontiguousarray(depth, dtype=np.float32)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    with atomic_path(path) as temporary:
-        OpenEXR.File(header, {"V": pixels}).write(str(temporary))
+
+    def verify(temporary: Path) -> str | None:  # OpenEXR can fail without raising
+        try:
+            written = OpenEXR.File(str(temporary)).channels()["V"].pixels
+        except Exception as error:  # any failure to read back is the answer
+            return f"it does not read back: {str(error).replace(str(temporary), path.name)}"
+        return None if np.shape(written) == pixels.shape else "it reads back at another size"
+
+    with atomic_path(path, verify) as temporary:
+        try:
+            OpenEXR.File(header, {"V": pixels}).write(str(temporary))
+        except RuntimeError as error:  # OpenEXR's only type, e.g. for a full disk
+            raise OSError(str(error).replace(str(temporary), path.name)) from error
 
 
-def read_depth_exr(path: Path) -> np.ndarray:
-    """Read a single-channel depth EXR whatever its channel is called; no-surface pixels -> 0."""
+def read_depth_exr(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a single-channel depth EXR whatever its channel is called; no-surface pixels -> 0.
+    With ``expected_hw`` (height, width) its size is checked from the header, before any pixel
+    is allocated."""
     import OpenEXR
 
-    if not path.is_file():
-        raise DatasetError("depth file is missing", path)
+    validation.regular_file(path, "depth file")
+    if expected_hw is not None:
+        _check_size(path, "depth", _exr_size(path), expected_hw)
     try:
         channels = OpenEXR.File(str(path)).channels()
     except Exception as error:  # OpenEXR raises bare RuntimeErrors for damaged files
@@ -120,43 +136,90 @@ def read_depth_exr(path: Path) -> np.ndarray:
     return np.where(no_surface, 0.0, depth).astype(np.float32)
 
 
+def _exr_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an EXR from its header alone."""
+    import OpenEXR
+
+    try:
+        low, high = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
+    except Exception as error:  # OpenEXR raises bare RuntimeErrors for damaged files
+        raise DatasetError(f"cannot read depth EXR ({error})", path) from error
+    return int(high[1] - low[1] + 1), int(high[0] - low[0] + 1)
+
+
 def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
     """Write an [H, W, 4] float image in [0, 1] as 8-bit RGBA PNG."""
     from PIL import Image
 
     pixels = np.clip(np.rint(np.asarray(rgba) * 255.0), 0, 255).astype(np.uint8)
-    with atomic_path(path) as temporary:
+
+    def verify(temporary: Path) -> str | None:
+        try:
+            with Image.open(temporary) as image:
+                image.verify()  # every chunk present, every CRC right
+                size = image.size
+        except Exception as error:  # any failure to read back is the answer
+            return f"it does not read back ({error})"
+        return None if size == (pixels.shape[1], pixels.shape[0]) else "it has another size"
+
+    with atomic_path(path, verify) as temporary:
         Image.fromarray(pixels, mode="RGBA" if pixels.shape[-1] == 4 else "RGB").save(temporary)
 
 
-def read_rgba_png(path: Path) -> np.ndarray:
-    """Read a PNG as [H, W, 4] float32 in [0, 1]; RGB images get an opaque alpha."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DatasetError("image file is missing", path)
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"cannot read image ({error})", path) from error
-    return pixels
+def read_rgba_png(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a PNG as [H, W, 4] float32 in [0, 1]; RGB images get an opaque alpha. With
+    ``expected_hw`` (height, width) its size is checked before it is decoded."""
+    with _png(path, "image", expected_hw) as image:
+        return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
 
 
-def read_depth_png(path: Path, step_m: float) -> np.ndarray:
-    """Read a single-channel (16-bit) depth PNG as planar depth: count * ``step_m``, 0 = none."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DatasetError("depth file is missing", path)
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("I;16", "I", "L"):
-                raise DatasetError(f"depth PNG must be single-channel, found {image.mode}", path)
-            counts = np.asarray(image, dtype=np.float64)
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"cannot read depth PNG ({error})", path) from error
+def read_depth_png(
+    path: Path, step_m: float, expected_hw: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read a single-channel (16-bit) depth PNG as planar depth: count * ``step_m``, 0 = none.
+    With ``expected_hw`` (height, width) its size is checked before it is decoded."""
+    with _png(path, "depth", expected_hw) as image:
+        if image.mode not in ("I;16", "I", "L"):
+            raise DatasetError(f"depth PNG must be single-channel, found {image.mode}", path)
+        counts = np.asarray(image, dtype=np.float64)
     return (counts * step_m).astype(np.float32)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image, from its header alone."""
+    with _png(path, "image", None) as image:
+        return image.height, image.width
+
+
+@contextmanager
+def _png(path: Path, what: str, expected_hw: tuple[int, int] | None) -> Iterator[Any]:
+    """The opened (not yet decoded) image at ``path``, its size checked against
+    ``expected_hw``; a file that is not one, or one too large to decode, is a DatasetError."""
+    from PIL import Image, UnidentifiedImageError
+
+    validation.regular_file(path, f"{what} file")
+    try:
+        with Image.open(path) as image:
+            if expected_hw is not None:
+                _check_size(path, what, (image.height, image.width), expected_hw)
+            yield image
+    except Image.DecompressionBombError as error:
+        raise DatasetError(f"{what} is too large to decode ({error})", path) from error
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"cannot read {what} PNG ({error})", path) from error
+
+
+def _check_size(
+    path: Path, what: str, found_hw: tuple[int, ...], expected_hw: tuple[int, int]
+) -> None:
+    if found_hw != expected_hw:
+        raise DatasetError(
+            f"{what} is {_size(found_hw)}, transforms say {_size(expected_hw)}", path
+        )
+
+
+def _size(height_width: tuple[int, ...]) -> str:
+    return f"{height_width[1]}x{height_width[0]}"
 
 
 def load_split(dataset_dir: Path, split: str) -> Split:
@@ -170,25 +233,16 @@ def load_split(dataset_dir: Path, split: str) -> Split:
     if any(with_depth) and not all(with_depth):
         number = with_depth.index(False)
         raise DatasetError(f"frame {number} has no depth file while other frames do", json_path)
-    rgba = [read_rgba_png(image_path) for image_path, _, _ in parsed]
-    intrinsics = _parse_intrinsics(document, json_path, (rgba[0].shape[0], rgba[0].shape[1]))
+    first_image = parsed[0][0]
+    intrinsics = _parse_intrinsics(document, json_path, _png_size(first_image))
     expected = (intrinsics.height, intrinsics.width)
+    rgba = [read_rgba_png(image_path, expected) for image_path, _, _ in parsed]
     depth_step_m = _depth_step_m(document, json_path)
     depth = []
-    for image, (image_path, depth_path, _) in zip(rgba, parsed, strict=True):
-        if image.shape[:2] != expected:
-            raise DatasetError(
-                f"image is {image.shape[1]}x{image.shape[0]}, "
-                f"transforms say {intrinsics.width}x{intrinsics.height}",
-                image_path,
-            )
+    for depth_path in (depth_path for _, depth_path, _ in parsed):
         depth_map = _read_depth(depth_path, depth_step_m, expected)
-        if depth_map.shape != expected:
-            raise DatasetError(
-                f"depth is {depth_map.shape[1]}x{depth_map.shape[0]}, "
-                f"transforms say {intrinsics.width}x{intrinsics.height}",
-                depth_path,
-            )
+        if depth_path is not None:  # the channel's own shape, beyond its header's
+            _check_size(depth_path, "depth", depth_map.shape, expected)
         depth.append(depth_map)
     poses = np.stack([pose for _, _, pose in parsed])
     names = [image_path.stem for image_path, _, _ in parsed]
@@ -226,10 +280,7 @@ def _depth_step_m(document: dict[str, Any], json_path: Path) -> float:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"not valid JSON ({error})", path) from error
+    document = validation.read_json(path)
     if not isinstance(document, dict):
         raise DatasetError("top level must be a JSON object", path)
     return document
@@ -256,9 +307,9 @@ def _read_depth(depth_path: Path | None, step_m: float, shape: tuple[int, int]) 
         return np.zeros(shape, dtype=np.float32)  # a dataset without depth: no surface known
     suffix = depth_path.suffix.lower()
     if suffix == ".exr":
-        return read_depth_exr(depth_path)
+        return read_depth_exr(depth_path, shape)
     if suffix == ".png":
-        return read_depth_png(depth_path, step_m)
+        return read_depth_png(depth_path, step_m, shape)
     raise DatasetError(f"depth must be an .exr or a 16-bit .png, not '{suffix}'", depth_path)
 
 
@@ -266,19 +317,23 @@ def _parse_intrinsics(
     document: dict[str, Any], json_path: Path, image_size: tuple[int, int]
 ) -> Intrinsics:
     """Intrinsics as written, with the NeRF-synthetic fallbacks: the size of the images, the
-    focal length from ``camera_angle_x``, square pixels, the principal point at the centre."""
-    try:
-        width = int(document.get("w", image_size[1]))
-        height = int(document.get("h", image_size[0]))
-        fx = float(document.get("fl_x") or 0.5 * width / math.tan(0.5 * document["camera_angle_x"]))
-        fy = float(document.get("fl_y") or fx)
-        cx = float(document.get("cx", 0.5 * width))
-        cy = float(document.get("cy", 0.5 * height))
-    except (KeyError, TypeError, ValueError) as error:
-        raise DatasetError(f"bad or missing intrinsics field {error}", json_path) from error
+    focal length from ``camera_angle_x``, square pixels, the principal point at the centre.
+    Each value must be of its type and range (``w: 32.7`` is not 32, ``cx: NaN`` no centre)."""
+    width = validation.integer(document, "w", json_path) if "w" in document else image_size[1]
+    height = validation.integer(document, "h", json_path) if "h" in document else image_size[0]
     if width <= 0 or height <= 0 or width * height > 1 << 26:
         raise DatasetError(f"implausible image size {width}x{height}", json_path)
-    if not (fx > 0 and fy > 0 and math.isfinite(fx) and math.isfinite(fy)):
+    if document.get("fl_x") is None:
+        angle = validation.number(document, "camera_angle_x", json_path, None)
+        if not 0.0 < angle < math.pi:
+            raise DatasetError(f"camera_angle_x must lie in (0, pi), got {angle}", json_path)
+        fx = 0.5 * width / math.tan(0.5 * angle)
+    else:
+        fx = validation.number(document, "fl_x", json_path, None)
+    fy = validation.number(document, "fl_y", json_path, fx)
+    cx = validation.number(document, "cx", json_path, 0.5 * width)
+    cy = validation.number(document, "cy", json_path, 0.5 * height)
+    if not (fx > 0 and fy > 0):
         raise DatasetError(f"focal lengths must be positive, got fl_x={fx}, fl_y={fy}", json_path)
     return Intrinsics(width, height, fx, fy, cx, cy)
 
@@ -300,11 +355,19 @@ def _parse_frame(
         raise DatasetError(f"{where}: transform_matrix is not numeric", json_path) from error
     if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
         raise DatasetError(f"{where}: transform_matrix must be a finite 4x4 matrix", json_path)
-    image_path = dataset_dir / str(frame["file_path"])
-    if not image_path.is_file():  # NeRF-synthetic names images without their extension
-        image_path = dataset_dir / f"{frame['file_path']}.png"
-    depth_name = frame.get("depth_file_path", frame.get("depth_path"))
-    depth_path = None if depth_name is None else dataset_dir / str(depth_name)
+    file_path = frame["file_path"]
+    image_path = validation.inside(dataset_dir, file_path, f"{where} file_path", json_path)
+    if not image_path.exists():  # NeRF-synthetic names images without their extension
+        image_path = validation.inside(
+            dataset_dir, f"{file_path}.png", f"{where} file_path", json_path
+        )
+    depth_field = "depth_file_path" if "depth_file_path" in frame else "depth_path"
+    depth_name = frame.get(depth_field)
+    depth_path = (
+        None
+        if depth_name is None
+        else validation.inside(dataset_dir, depth_name, f"{where} {depth_field}", json_path)
+    )
     return image_path, depth_path, pose
 
 

@@ -341,7 +341,9 @@ class RadianceField(nn.Module):
     @classmethod
     def from_field_data(cls, data: FieldData) -> RadianceField:
         """A frozen field that renders exactly what an asset's bytes hold."""
-        octree = data.octree.truncated(data.max_level)
+        octree = data.octree  # reused as is when it fits: its corner tables are already built
+        if octree.max_level != data.max_level:
+            octree = octree.truncated(data.max_level)
         hidden_dim = int(data.mlp.hidden_bias.shape[0])
         config = FieldConfig(
             data.min_level, data.max_level, data.feature_dim, "dense", hidden_dim=hidden_dim
