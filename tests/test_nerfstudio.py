@@ -28,7 +28,7 @@ import blender_scenes as scenes  # noqa: E402
 import bpy  # noqa: E402
 from vbnf_blender import capture  # noqa: E402
 
-from core import dataset  # noqa: E402
+from core.data import dataset  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not NERFSTUDIO_PYTHON.is_file(), reason="no .venv-nerfstudio (make test-nerfstudio)"
