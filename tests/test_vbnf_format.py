@@ -89,6 +89,41 @@ def test_compressed_round_trip(store: str, compression: str) -> None:
         assert compression in codecs
 
 
+def skewed_indices(field: FieldData, seed: int = 0) -> FieldData:
+    """``field`` with indices drawn from a skewed distribution, as trained indices are."""
+    rng = np.random.default_rng(seed)
+    for level in field.levels:
+        if level.indices is not None:
+            entries = 1 << field.bitwidth
+            weights = rng.dirichlet(np.full(entries, 0.5))
+            level.indices = rng.choice(entries, size=level.indices.size, p=weights)
+    return field
+
+
+@pytest.mark.parametrize(("store", "bitwidth"), STORES)
+def test_rans_round_trip_is_exact(store: str, bitwidth: int) -> None:
+    field = skewed_indices(make_field(store, bitwidth), seed=bitwidth)
+    data = encode_asset(field, "rans")
+    assert_same_field(read_asset(data).field, field)
+    info = asset_info(data)
+    assert {level["codec"] for level in info["levels"]} <= {"rans", "none"}
+    assert info["total_bytes"] == len(data) <= len(encode_asset(field))
+
+
+def test_rans_codes_skewed_indices_and_masks_below_their_raw_bits() -> None:
+    field = skewed_indices(random_field("codebook", bitwidth=4, max_level=6, seed=3))
+    data = encode_asset(field, "rans")
+    finest = asset_info(data)["levels"][-1]
+    assert finest["codec"] == "rans"
+    assert finest["stored_index_bytes"] < 0.95 * finest["index_bytes"]
+    assert finest["stored_structure_bytes"] < 0.9 * finest["structure_bytes"]
+    stored = finest["stored_structure_bytes"] + finest["stored_index_bytes"]
+    assert finest["bytes"] == stored + finest["codebook_bytes"]
+    layouts = read_asset(data).levels
+    for count, layout in enumerate(layouts, start=1):  # every prefix still a lower LOD
+        assert_same_field(read_asset(data[: layout.cumulative_bytes]).field, field, levels=count)
+
+
 def test_incompressible_chunks_are_stored_plain() -> None:
     field = make_field("codebook", 8)  # random codebook and indices do not compress
     info = asset_info(encode_asset(field, "zlib"))

@@ -14,7 +14,7 @@ HELP = "write a .vbnf asset from a checkpoint"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="training output folder (or checkpoint.pt)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="asset path (.vbnf)")
-    parser.add_argument("--compression", choices=("none", "zlib", "zstd"), default="none")
+    parser.add_argument("--compression", choices=("none", "zlib", "zstd", "rans"), default="none")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,8 @@ _COLUMNS = (
     ("cumulative", "cumulative_bytes"),
     ("structure", "structure_bytes"),
     ("indices", "index_bytes"),
+    ("coded str", "stored_structure_bytes"),
+    ("coded idx", "stored_index_bytes"),
     ("codebook", "codebook_bytes"),
     ("features", "feature_bytes"),
     ("codec", "codec"),

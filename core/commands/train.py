@@ -72,9 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compression",
-        choices=("none", "zlib", "zstd"),
+        choices=("none", "zlib", "zstd", "rans"),
         default="none",
-        help="lossless compression of each level chunk in the asset",
+        help="lossless compression of each level chunk in the asset (rans: entropy-coded "
+        "octree masks and codebook indices)",
     )
     parser.add_argument(
         "--resume",

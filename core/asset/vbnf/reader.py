@@ -25,6 +25,7 @@ from ..field_data import FieldData, LevelData
 from ..octree import SparseOctree
 from .chunk import decode_store, decode_structure
 from .codecs import decompress
+from .coded_chunk import decode_coded_chunk
 from .header import AssetHeader, LevelLayout, header_size, unpack_header
 from .spec import PREFIX
 
@@ -192,7 +193,12 @@ def _decode_field(header: AssetHeader, chunks: list[bytes]) -> FieldData:
     octree: SparseOctree | None = None
     for entry, stored in zip(header.chunks, chunks, strict=False):
         what = f"level {entry.level} chunk"
-        raw = decompress(stored, entry.codec, header.raw_bytes(entry), what)
+        if entry.codec == "rans":
+            raw = decode_coded_chunk(
+                stored, entry.structure_bytes, header.store_arrays(entry), header.bitwidth, what
+            )
+        else:
+            raw = decompress(stored, entry.codec, header.raw_bytes(entry), what)
         masks_per_level = decode_structure(raw, entry.structure_bytes, masks_per_level, entry.level)
         octree = SparseOctree.from_child_masks(masks_per_level)
         if octree.num_corners(entry.level) != entry.corners:

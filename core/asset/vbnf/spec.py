@@ -18,7 +18,7 @@ from typing import Literal
 from ...limits import MAX_ASSET_BITWIDTH, MAX_FEATURE_DIM, MAX_LEVEL
 from ..field_data import VIEW_ENCODING_DIM, StoreKind
 
-Codec = Literal["none", "zlib", "zstd"]
+Codec = Literal["none", "zlib", "zstd", "rans"]
 
 MAGIC = b"VBNF"
 FORMAT_VERSION = 1
@@ -32,7 +32,7 @@ CRC = struct.Struct("<I")
 FP16 = "<f2"
 
 STORE_IDS: dict[StoreKind, int] = {"dense": 0, "codebook": 1, "lowrank": 2, "hashed": 3}
-CODEC_IDS: dict[Codec, int] = {"none": 0, "zlib": 1, "zstd": 2}
+CODEC_IDS: dict[Codec, int] = {"none": 0, "zlib": 1, "zstd": 2, "rans": 3}
 
 OUTPUT_DIM = 4  # density, r, g, b
 

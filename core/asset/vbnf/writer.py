@@ -16,12 +16,14 @@ from ...atomic import atomic_write_bytes
 from ..field_data import FieldData, MLPWeights
 from .chunk import encode_store, level_structure, to_fp16
 from .codecs import compress
+from .coded_chunk import encode_coded_chunk
 from .header import AssetHeader, ChunkEntry, pack_header
 from .spec import (
     CODEC_IDS,
     MAX_CHUNK_BYTES,
     MLP_ARRAYS,
     Codec,
+    StoreArray,
     header_problem,
     mlp_shapes,
     store_arrays,
@@ -49,7 +51,7 @@ def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
         raw = structure + encode_store(level, arrays, field.bitwidth)
         if len(raw) > MAX_CHUNK_BYTES:
             raise ValueError(f"level {level.level} needs {len(raw)} bytes, over the chunk cap")
-        stored, codec = compress(raw, compression), compression
+        stored, codec = _compressed(raw, compression, len(structure), arrays, field.bitwidth)
         if len(stored) >= len(raw):
             stored, codec = raw, "none"
         entries.append(
@@ -68,6 +70,15 @@ def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
         chunks=tuple(entries),
     )
     return pack_header(header) + b"".join(stored_chunks)
+
+
+def _compressed(
+    raw: bytes, compression: Codec, structure_bytes: int, arrays: list[StoreArray], bitwidth: int
+) -> tuple[bytes, Codec]:
+    """A chunk's stored form: ``rans`` needs the chunk's layout, the others see bytes."""
+    if compression == "rans":
+        return encode_coded_chunk(raw, structure_bytes, arrays, bitwidth), compression
+    return compress(raw, compression), compression
 
 
 def _check_field(field: FieldData) -> None:
