@@ -27,3 +27,6 @@ DEFAULT_MIN_LEVEL = 3
 DEFAULT_MAX_LEVEL = 6
 DEFAULT_BITWIDTH = 4
 DEFAULT_FEATURE_DIM = 16
+# The decoder MLP's weights in an asset written by a bake or `core train`: 8-bit integers with a
+# scale per row (half the fp16 bytes; the training's last steps see them, so PSNR keeps).
+DEFAULT_MLP_BITS = 8

@@ -38,7 +38,7 @@ def skewed(field: FieldData) -> FieldData:
     return replace(field, levels=levels)
 
 
-SMALL_ASSETS["rans"] = encode_asset(skewed(SMALL), "rans")
+SMALL_ASSETS["rans"] = encode_asset(skewed(SMALL), "rans", mlp_bits=6)  # + an integer MLP
 
 MEMORY_CAP_BYTES = 4 << 20
 

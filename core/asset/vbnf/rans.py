@@ -378,15 +378,16 @@ def _decode(
             if x[-1] != STATE_LOW:
                 raise AssetError(f"{what} entropy-coded data does not decode cleanly")
             x, context, scratch = x[:-1], context[:-1], scratch[:-1]
+        # array methods and ufuncs with out=: the per-call overhead is what a step costs
         slot = slots[step, : x.size]
         np.bitwise_and(x, total - 1, out=slot)
         if next_context is not None:
             slot += context
-            np.take(next_context, slot, out=context)
-        np.right_shift(x, prob_bits, out=x)
-        x *= np.take(slot_freqs, slot, out=scratch)
-        x += np.take(slot_biases, slot, out=scratch)
-        refill = np.flatnonzero(x < STATE_LOW)
+            next_context.take(slot, out=context)
+        x >>= prob_bits
+        x *= slot_freqs.take(slot, out=scratch)
+        x += slot_biases.take(slot, out=scratch)
+        (refill,) = (x < STATE_LOW).nonzero()
         if refill.size:
             if position + refill.size > words.size:
                 raise AssetError(f"{what} runs out of entropy-coded words")

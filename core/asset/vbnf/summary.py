@@ -12,7 +12,7 @@ from typing import Any
 from .coded_chunk import coded_split
 from .header import AssetHeader
 from .reader import Source, named_errors, scan_asset
-from .spec import mlp_values, role_bytes
+from .spec import role_bytes
 
 
 def asset_info(source: Source) -> dict[str, Any]:
@@ -48,7 +48,8 @@ def asset_info(source: Source) -> dict[str, Any]:
         "min_level": header.min_level,
         "max_level": header.max_level,
         "header_bytes": header.header_bytes,
-        "mlp_bytes": 2 * mlp_values(header.feature_dim, header.hidden_dim),
+        "mlp_bytes": header.mlp_bytes,
+        "mlp_bits": header.mlp_bits,
         "levels": levels,
         "missing_levels": scan.missing_levels,
         "warnings": scan.notes(),
