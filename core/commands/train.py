@@ -12,7 +12,7 @@ from ..asset.vbnf import asset_info, read_asset, write_asset
 from ..atomic import atomic_write_bytes
 from ..data.dataset import Split, load_split
 from ..errors import TrainingCancelled, VbnfError
-from ..limits import DEFAULT_MLP_BITS
+from ..limits import DEFAULT_INDEX_RATE, DEFAULT_MLP_BITS
 from ..neural.evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..neural.field import FieldConfig, RadianceField, TrainableStore
 from ..neural.render.gpu.backend import BACKEND_CHOICES, Backend, require_device
@@ -81,9 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index-rate",
         type=float,
-        default=defaults.index_rate_weight,
-        help="weight of the indices' expected bits in the loss: cheaper-to-code indices "
-        "(default %(default)s)",
+        default=DEFAULT_INDEX_RATE,
+        help="weight of the indices' expected bits in the loss: cheaper-to-code indices, "
+        "0 to turn it off (default %(default)s)",
     )
     parser.add_argument(
         "--compression",
