@@ -11,9 +11,10 @@ step per symbol *position*, doing that step for all lanes at once with array ope
 is ``S = ceil(n / K)`` steps of a few vectorised calls. The lanes share one stream of 16-bit
 words (the encoder emits each step's words in reverse lane order, so after reversing the whole
 stream the decoder reads them in lane order). Each lane costs its 4-byte final state, hence
-:data:`SYMBOLS_PER_LANE`: 512 symbols a lane keep the states at about 2 % of a coded 4-bit index
-stream (256 would halve the steps for 3.5 %; on the demo scene's finest level: 7,215 bytes at
-512, 7,327 at 256, 7,540 at 128).
+:data:`SYMBOLS_PER_LANE`: at 256 symbols a lane the states are about 3.5 % of a coded 4-bit
+index stream, and a stream takes at most 256 steps (on the demo scene's finest level, 18k
+indices: 7,215 bytes at 512 a lane, 7,327 at 256, 7,540 at 128; the steps' fixed cost is what
+bounds the speed of such a level, so 256 buys twice the speed for 1.5 % more bytes).
 
 Contexts, measured as conditional entropies on a trained 4-bit asset (levels 3..6, finest level
 26k corners): the level's own frequencies 3.33 bits per index, given the previous corner in
@@ -46,7 +47,7 @@ STATE_LOW = 1 << 16  # lane states live in [STATE_LOW, 2^32); renormalisation mo
 WORD_BITS = 16
 MIN_PROB_BITS = 6
 MAX_PROB_BITS = 14
-SYMBOLS_PER_LANE = 512
+SYMBOLS_PER_LANE = 256
 MODEL_ORDER0, MODEL_ORDER1, MODEL_RAW = 0, 1, 2
 MAX_ORDER1_BITS = 6  # wider alphabets: a table per context costs more than it could save
 
