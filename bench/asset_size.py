@@ -1,6 +1,6 @@
 """What entropy coding and the integer MLP save, per trained run: bytes, PSNR, decode speed.
 
-Run ``python -m bench.asset_size RUN_DIR:DATASET_DIR [...] [--mlp-bits 8]``. For each training
+Run ``python -m bench.asset_size RUN_DIR:DATASET_DIR [...] [--mlp-bits Q]``. For each training
 run the checkpoint is exported twice, from the same weights:
 
 - *before*: the layout as it was, fp16 MLP, raw chunks (``--compression none``);

@@ -127,7 +127,7 @@ def quantize_counts(counts: np.ndarray, prob_bits: int) -> np.ndarray:
     return freqs
 
 
-def _table_bits(freqs: np.ndarray, prob_bits: int) -> int:
+def _table_bits(freqs: np.ndarray) -> int:
     """Size of :func:`_write_table`'s output, in bits."""
     present = int((freqs > 0).sum())
     return freqs.size + 4 + max(present - 1, 0) * _freq_width(freqs)
@@ -219,7 +219,7 @@ def _model_cost(
     for prob_bits in range(max(MIN_PROB_BITS, math.ceil(math.log2(distinct))), MAX_PROB_BITS + 1):
         freqs = np.stack([quantize_counts(row, prob_bits) for row in counts])
         bits = sum(
-            _coded_bits(row_counts, row_freqs, prob_bits) + _table_bits(row_freqs, prob_bits)
+            _coded_bits(row_counts, row_freqs, prob_bits) + _table_bits(row_freqs)
             for row_counts, row_freqs in zip(counts, freqs, strict=True)
         )
         bits += 32 * lanes + 16  # states, rounding of the word stream
