@@ -27,3 +27,10 @@ DEFAULT_MIN_LEVEL = 3
 DEFAULT_MAX_LEVEL = 6
 DEFAULT_BITWIDTH = 4
 DEFAULT_FEATURE_DIM = 16
+# The decoder MLP's weights in an asset written by a bake or `core train`: 6-bit integers with a
+# scale per row (5.0 kB instead of 12.3 kB at fp16; the training's last steps see them, and on
+# the demo scene 6 bits cost no PSNR, measured in bench/asset_size.py).
+DEFAULT_MLP_BITS = 6
+# Weight of the indices' expected bits in a bake's loss (core/neural/rate.py): on the demo scene
+# it halves the coded indices for < 0.1 dB; 0.01 was far too strong (-3 dB at the finest level).
+DEFAULT_INDEX_RATE = 5e-4

@@ -16,9 +16,11 @@ import torch
 from core_cli import REPO_ROOT, TINY_TRAIN_ARGS, run_core, run_core_here
 
 from core.asset.numpy_field import NumpyField
-from core.asset.vbnf import read_asset
+from core.asset.vbnf import asset_info, read_asset
+from core.limits import DEFAULT_MLP_BITS
 from core.neural.checkpoint import load_checkpoint
 from core.neural.field import FieldConfig
+from core.neural.quantize import rounded_weights
 from core.neural.trainer import TrainOptions, prepare_run
 from core.progress import ProgressReporter
 
@@ -40,8 +42,12 @@ def test_quality_rises_with_the_level_of_detail(trained_run: Path) -> None:
 
 
 def test_decoder_matches_the_torch_model(trained_run: Path) -> None:
-    """The numpy decoder on the asset's bytes equals the float model up to fp16 rounding."""
-    field = load_checkpoint(trained_run).field.eval()
+    """The numpy decoder on the asset's bytes equals the float model up to fp16 rounding (with
+    the MLP rounded as the asset stores it: the run trained for that)."""
+    loaded = load_checkpoint(trained_run)
+    field = loaded.field.eval()
+    mlp_bits = loaded.train_options["mlp_bits"]
+    assert mlp_bits == DEFAULT_MLP_BITS == asset_info(trained_run / "asset.vbnf")["mlp_bits"]
     decoder = NumpyField(read_asset(trained_run / "asset.vbnf").field)
     rng = np.random.default_rng(0)
     cells = field.octree.cells[field.config.min_level]
@@ -52,7 +58,7 @@ def test_decoder_matches_the_torch_model(trained_run: Path) -> None:
     directions = rng.normal(size=(4000, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     for lod in range(field.config.num_lods):
-        with torch.no_grad():
+        with torch.no_grad(), rounded_weights([field.hidden, field.output], mlp_bits):
             density_t, rgb_t = field(
                 torch.from_numpy(normalized).float(), torch.from_numpy(directions).float(), lod
             )

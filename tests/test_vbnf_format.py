@@ -89,6 +89,41 @@ def test_compressed_round_trip(store: str, compression: str) -> None:
         assert compression in codecs
 
 
+def skewed_indices(field: FieldData, seed: int = 0) -> FieldData:
+    """``field`` with indices drawn from a skewed distribution, as trained indices are."""
+    rng = np.random.default_rng(seed)
+    for level in field.levels:
+        if level.indices is not None:
+            entries = 1 << field.bitwidth
+            weights = rng.dirichlet(np.full(entries, 0.5))
+            level.indices = rng.choice(entries, size=level.indices.size, p=weights)
+    return field
+
+
+@pytest.mark.parametrize(("store", "bitwidth"), STORES)
+def test_rans_round_trip_is_exact(store: str, bitwidth: int) -> None:
+    field = skewed_indices(make_field(store, bitwidth), seed=bitwidth)
+    data = encode_asset(field, "rans")
+    assert_same_field(read_asset(data).field, field)
+    info = asset_info(data)
+    assert {level["codec"] for level in info["levels"]} <= {"rans", "none"}
+    assert info["total_bytes"] == len(data) <= len(encode_asset(field))
+
+
+def test_rans_codes_skewed_indices_and_masks_below_their_raw_bits() -> None:
+    field = skewed_indices(random_field("codebook", bitwidth=4, max_level=6, seed=3))
+    data = encode_asset(field, "rans")
+    finest = asset_info(data)["levels"][-1]
+    assert finest["codec"] == "rans"
+    assert finest["stored_index_bytes"] < 0.95 * finest["index_bytes"]
+    assert finest["stored_structure_bytes"] < 0.9 * finest["structure_bytes"]
+    stored = finest["stored_structure_bytes"] + finest["stored_index_bytes"]
+    assert finest["bytes"] == stored + finest["codebook_bytes"]
+    layouts = read_asset(data).levels
+    for count, layout in enumerate(layouts, start=1):  # every prefix still a lower LOD
+        assert_same_field(read_asset(data[: layout.cumulative_bytes]).field, field, levels=count)
+
+
 def test_incompressible_chunks_are_stored_plain() -> None:
     field = make_field("codebook", 8)  # random codebook and indices do not compress
     info = asset_info(encode_asset(field, "zlib"))
@@ -185,14 +220,14 @@ def test_header_layout_matches_the_spec() -> None:
     version, store, min_level, max_level, bitwidth, k, rank, hidden = struct.unpack_from(
         "<HBBBBHHH", data, 4
     )
-    assert (version, store, min_level, max_level, bitwidth) == (1, 1, 2, 5, 5)
+    assert (version, store, min_level, max_level, bitwidth) == (2, 1, 2, 5, 5)
     assert (k, rank, hidden) == (8, 0, 32)
-    assert struct.unpack_from("<4d", data, 16) == (0.8, 0.25, -0.5, 1.0)
+    assert struct.unpack_from("<4dB", data, 16) == (0.8, 0.25, -0.5, 1.0, 16)
     header_bytes = asset_info(data)["header_bytes"]
-    assert header_bytes == 48 + 2 * (32 * (8 + 27) + 32 + 4 * 32 + 4) + 4 * 32 + 4
+    assert header_bytes == 49 + 2 * (32 * (8 + 27) + 32 + 4 * 32 + 4) + 4 * 32 + 4
     (crc,) = struct.unpack_from("<I", data, header_bytes - 4)
     assert crc == zlib.crc32(data[: header_bytes - 4])
-    table = 48 + 2 * (32 * (8 + 27) + 32 + 4 * 32 + 4)
+    table = 49 + 2 * (32 * (8 + 27) + 32 + 4 * 32 + 4)
     stored, structure, corners, chunk_crc, codec = struct.unpack_from("<QQQIB", data, table)
     first_chunk = data[header_bytes : header_bytes + stored]
     assert (structure, corners, codec) == (9, field.octree.num_corners(2), 0)
@@ -201,6 +236,55 @@ def test_header_layout_matches_the_spec() -> None:
         first_chunk[:9]
         == field.octree.child_masks(0).tobytes() + field.octree.child_masks(1).tobytes()
     )
+
+
+def version_1(data: bytes) -> bytes:
+    """``data`` (version 2, fp16 MLP) as the version-1 writer wrote it: no MLP bits byte."""
+    header_bytes = asset_info(data)["header_bytes"]
+    old = bytearray(data[:48] + data[49 : header_bytes - 4])
+    struct.pack_into("<H", old, 4, 1)
+    return bytes(old) + struct.pack("<I", zlib.crc32(bytes(old))) + data[header_bytes:]
+
+
+def test_version_1_files_are_still_read() -> None:
+    field = make_field("codebook", 4)
+    old = version_1(encode_asset(field, "zlib"))
+    contents = read_asset(old)
+    assert_same_field(contents.field, field)
+    assert contents.header_bytes == asset_info(old)["header_bytes"] == 48 + 2 * 1284 + 4 * 32 + 4
+    assert_same_field(read_asset(cut_asset(old, level=3)).field, field, levels=2)
+
+
+@pytest.mark.parametrize("mlp_bits", [8, 6, 4, 2])
+def test_quantized_mlp_is_canonical_and_small(mlp_bits: int) -> None:
+    field = make_field("codebook", 4)
+    field.mlp.hidden_weight[3] = 1e-6  # a row below the smallest scale: stored as zeros
+    data = encode_asset(field, "rans", mlp_bits)
+    info = asset_info(data)
+    weights = [(32, 8 + 27), (4, 32)]
+    expected = sum(2 * rows + (rows * cols * mlp_bits + 7) // 8 for rows, cols in weights)
+    assert info["mlp_bits"] == mlp_bits and info["mlp_bytes"] == expected + 2 * (32 + 4)
+    decoded = read_asset(data).field
+    assert (decoded.mlp.hidden_weight[3] == 0).all()
+    np.testing.assert_array_equal(decoded.mlp.hidden_bias, field.mlp.hidden_bias)
+    for got, want in [(decoded.mlp.hidden_weight, field.mlp.hidden_weight)]:
+        step = np.abs(want).max(axis=1, keepdims=True) / (2 ** (mlp_bits - 1) - 1)
+        assert (np.abs(got - want)[4:] <= 0.51 * step[4:] + 1e-6).all()
+    assert encode_asset(decoded, "rans", mlp_bits) == data  # re-encoding is byte exact
+    assert cut_asset(data) == data
+
+
+def test_non_canonical_mlp_codes_are_refused() -> None:
+    """Codes whose row maximum is not +-127 at 8 bits would re-encode to other values."""
+    original = encode_asset(make_field("codebook", 4), "none", 8)
+    data = bytearray(original)
+    first_row = slice(49 + 2 * 32, 49 + 2 * 32 + 8 + 27)  # after the 32 fp16 row scales
+    codes = np.frombuffer(bytes(data[first_row]), np.uint8).astype(np.int64) - 128
+    data[first_row] = (np.clip(codes, -126, 126) + 128).astype(np.uint8).tobytes()
+    header_bytes = asset_info(original)["header_bytes"]
+    struct.pack_into("<I", data, header_bytes - 4, zlib.crc32(bytes(data[: header_bytes - 4])))
+    with pytest.raises(AssetError, match="not scaled to their largest code"):
+        read_asset(bytes(data))
 
 
 def test_indices_are_packed_little_endian() -> None:

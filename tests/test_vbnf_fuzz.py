@@ -8,10 +8,12 @@ import struct
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from core.asset.field_data import FieldData
 from core.asset.vbnf import asset_info, cut_asset, encode_asset, read_asset
 from core.asset.vbnf.codecs import compress
 from core.asset.vbnf.example import random_field
@@ -22,6 +24,21 @@ SMALL = random_field(
     "codebook", bitwidth=3, min_level=1, max_level=3, feature_dim=2, hidden_dim=4, surface_points=12
 )
 SMALL_ASSETS = {codec: encode_asset(SMALL, codec) for codec in ("none", "zlib")}
+
+
+def skewed(field: FieldData) -> FieldData:
+    """``field`` with indices mostly 0..2: uniform ones would make rans store them plain, and
+    its decoder must be fuzzed too."""
+    rng = np.random.default_rng(0)
+    levels = [
+        replace(level, indices=np.minimum(level.indices, rng.integers(0, 3, level.indices.size)))
+        for level in field.levels
+        if level.indices is not None
+    ]
+    return replace(field, levels=levels)
+
+
+SMALL_ASSETS["rans"] = encode_asset(skewed(SMALL), "rans", mlp_bits=6)  # + an integer MLP
 
 MEMORY_CAP_BYTES = 4 << 20
 

@@ -24,6 +24,8 @@ _COLUMNS = (
     ("cumulative", "cumulative_bytes"),
     ("structure", "structure_bytes"),
     ("indices", "index_bytes"),
+    ("coded str", "stored_structure_bytes"),
+    ("coded idx", "stored_index_bytes"),
     ("codebook", "codebook_bytes"),
     ("features", "feature_bytes"),
     ("codec", "codec"),
@@ -48,11 +50,13 @@ def format_info(info: dict[str, Any], name: str) -> str:
     store = info["store"]
     parameters = {"codebook": f", b={info['bitwidth']} bits", "hashed": f", b={info['bitwidth']}"}
     parameters["lowrank"] = f", rank {info['rank']}"
+    weights = "fp16" if info["mlp_bits"] == 16 else f"{info['mlp_bits']}-bit weights"
     lines = [
         f"{name}: {store} store, k={info['feature_dim']} features"
         f"{parameters.get(store, '')}, levels {info['min_level']}..{info['max_level']}, "
         f"MLP hidden width {info['hidden_dim']}",
-        f"{info['total_bytes']} bytes: header {info['header_bytes']} (MLP {info['mlp_bytes']}), "
+        f"{info['total_bytes']} bytes: header {info['header_bytes']} "
+        f"(MLP {info['mlp_bytes']}, {weights}), "
         f"chunks {info['total_bytes'] - info['header_bytes']}",
         "  ".join(f"{title:>10}" for title, _ in _COLUMNS),
     ]

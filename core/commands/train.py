@@ -13,6 +13,7 @@ from ..asset.vbnf import asset_info, read_asset, write_asset
 from ..atomic import atomic_write_bytes
 from ..data.dataset import Split, load_split
 from ..errors import TrainingCancelled, VbnfError
+from ..limits import DEFAULT_INDEX_RATE, DEFAULT_MLP_BITS
 from ..neural.evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..neural.field import FieldConfig, RadianceField, TrainableStore
 from ..neural.render.gpu.backend import BACKEND_CHOICES, Backend, require_device
@@ -72,10 +73,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between checkpoints",
     )
     parser.add_argument(
+        "--mlp-bits",
+        type=int,
+        default=DEFAULT_MLP_BITS,
+        help="bits per decoder MLP weight in the asset: 16 (fp16) or 2..8 (integers with a "
+        "scale per row, trained for in the last 10%% of the steps; default %(default)s)",
+    )
+    parser.add_argument(
+        "--index-rate",
+        type=float,
+        default=DEFAULT_INDEX_RATE,
+        help="weight of the indices' expected bits in the loss: cheaper-to-code indices, "
+        "0 to turn it off (default %(default)s)",
+    )
+    parser.add_argument(
         "--compression",
-        choices=("none", "zlib", "zstd"),
-        default="none",
-        help="lossless compression of each level chunk in the asset",
+        choices=("none", "zlib", "zstd", "rans"),
+        default="rans",
+        help="lossless compression of each level chunk in the asset (rans: entropy-coded "
+        "octree masks and codebook indices)",
     )
     parser.add_argument(
         "--resume",
@@ -113,6 +129,8 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
             device=args.device,
             checkpoint_interval_s=args.checkpoint_interval,
             backend=args.backend,
+            mlp_bits=args.mlp_bits,
+            index_rate_weight=args.index_rate,
         )
     except ValueError as error:
         raise VbnfError(str(error)) from error
@@ -154,7 +172,9 @@ def train_and_score(
         "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
     )
     state = trainer.run()
-    metrics = finish(trainer.field, trainer.backend, train, test, args, reporter)
+    metrics = finish(
+        trainer.field, trainer.backend, train, test, args, reporter, trainer.options.mlp_bits
+    )
     metrics["train_seconds"] = round(state.elapsed_s, 2)
     metrics["steps"] = state.step
     metrics["options"] = asdict(trainer.options)
@@ -169,12 +189,13 @@ def finish(
     test: Split,
     args: argparse.Namespace,
     reporter: ProgressReporter,
+    mlp_bits: int,
 ) -> dict:
     """Write the asset, then score *its bytes* (not the float model) on the test split, on the
     training device and backend."""
     reporter.stage("export", "writing the .vbnf asset")
     asset_path = args.out / ASSET_NAME
-    write_asset(field.to_field_data(), asset_path, compression=args.compression)
+    write_asset(field.to_field_data(), asset_path, compression=args.compression, mlp_bits=mlp_bits)
     reporter.stage("eval", "scoring the asset on the test views")
     started = time.monotonic()
     shipped = RadianceField.from_field_data(read_asset(asset_path).field).to(args.device)

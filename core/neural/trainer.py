@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,17 +23,21 @@ import torch
 
 from .. import stopping
 from ..asset.octree import SparseOctree
+from ..asset.vbnf.spec import MAX_MLP_BITS, MIN_MLP_BITS
 from ..data.dataset import Split, camera_rays, depth_point_cloud, load_split
 from ..errors import DatasetError, TrainingCancelled, VbnfError
 from ..progress import ProgressReporter
 from ..run_layout import CHECKPOINT_NAME
 from .checkpoint import TrainState, load_checkpoint, restore_optimizer, save_checkpoint
 from .field import FieldConfig, RadianceField
+from .quantize import MLP_FP16_BITS, rounded_weights
+from .rate import index_rate_bits
 from .render.gpu.backend import select_backend
 from .render.raymarch import OctreeTracer, normalize_rays
 from .render.renderer import RayBatch, render_rays
 
 NORMALIZED_EXTENT = 0.9  # the point cloud fills [-0.9, 0.9]^3, leaving room for dilation
+QAT_FRACTION = 0.1  # of the steps, at the end, trained with the MLP rounded as stored
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class TrainOptions:
     device: str = "cpu"
     checkpoint_interval_s: float = 120.0
     backend: str = "auto"  # "auto" | "torch" | "cupy": who traces, samples and composites
+    mlp_bits: int = MLP_FP16_BITS  # below 16: the asset's integer MLP, trained for at the end
+    index_rate_weight: float = 0.0  # weight of the indices' expected bits (core/neural/rate.py)
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail deep inside a step (a division by zero,
@@ -65,6 +72,13 @@ class TrainOptions:
             )
         if self.dilation < 0:
             raise ValueError(f"dilation must be at least 0, got {self.dilation}")
+        if not self.index_rate_weight >= 0:
+            raise ValueError(f"index rate weight must be at least 0, got {self.index_rate_weight}")
+        if self.mlp_bits != MLP_FP16_BITS and not MIN_MLP_BITS <= self.mlp_bits <= MAX_MLP_BITS:
+            raise ValueError(
+                f"MLP bits must be {MLP_FP16_BITS} or {MIN_MLP_BITS}..{MAX_MLP_BITS}, "
+                f"got {self.mlp_bits}"
+            )
 
 
 @dataclass
@@ -189,12 +203,25 @@ class Trainer:
         batch = self.rays.batch.subset(ray_ids)
         colour, alpha = render_rays(self.field, self.tracer, batch, lod, generator, self.backend)
         prediction = torch.cat([colour, alpha[:, None]], dim=1)
-        loss = torch.mean((prediction - self.rays.target[ray_ids]) ** 2)
+        mse = torch.mean((prediction - self.rays.target[ray_ids]) ** 2)
+        loss = mse
+        if self.options.index_rate_weight > 0:
+            loss = loss + self.options.index_rate_weight * index_rate_bits(self.field)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        loss_value = loss.item()
-        return loss_value, psnr_from_mse(loss_value), lod
+        return loss.item(), psnr_from_mse(mse.item()), lod
+
+    def mlp_rounding(self) -> AbstractContextManager[None]:
+        """The quantisation-aware fine-tune: the last :data:`QAT_FRACTION` of the steps see the
+        MLP's weights as the asset will store them (when ``mlp_bits`` is below 16). Decided by
+        the step counter alone, so a run interrupted and resumed fine-tunes exactly as an
+        uninterrupted one; a finished run resumed with more epochs trains its MLP in float
+        again and fine-tunes anew at its new end."""
+        first_rounded_step = self.total_steps - math.ceil(QAT_FRACTION * self.total_steps)
+        if self.options.mlp_bits == MLP_FP16_BITS or self.state.step < first_rounded_step:
+            return nullcontext()
+        return rounded_weights([self.field.hidden, self.field.output], self.options.mlp_bits)
 
     def run(self) -> TrainState:
         """Train until ``options.epochs``; checkpoint at intervals, at the end and on a stop."""
@@ -214,7 +241,8 @@ class Trainer:
                     ids = order[
                         index * self.options.batch_rays : (index + 1) * self.options.batch_rays
                     ]
-                    loss, psnr, lod = self.step(ids)
+                    with self.mlp_rounding():
+                        loss, psnr, lod = self.step(ids)
                     self.state.step += 1
                     self.state.elapsed_s += time.monotonic() - started
                     self.reporter.update(

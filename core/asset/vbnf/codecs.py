@@ -24,7 +24,9 @@ _READ_PIECE_BYTES = 1 << 20
 # The most bytes one stored byte can expand to: deflate's longest match (258 bytes) costs at
 # least 2 bits, so zlib stays below 1032:1; zstd's densest block (RLE, 4 bytes for 128 KiB) is
 # 32768:1, doubled here for margin. A table entry claiming more is a lie, refused unread.
-MAX_EXPANSION = {"none": 1, "zlib": 1032, "zstd": 1 << 16}
+# A rANS lane codes at most 256 symbols of at most a byte each and ends with its 32-bit state,
+# so 64:1, taken four times over.
+MAX_EXPANSION = {"none": 1, "zlib": 1032, "zstd": 1 << 16, "rans": 256}
 EXPANSION_SLACK_BYTES = 1 << 10  # frame headers and checksums of tiny chunks
 
 

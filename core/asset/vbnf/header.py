@@ -9,6 +9,7 @@ CRC and every chunk-table entry against what its level could possibly hold.
 from __future__ import annotations
 
 import math
+import struct
 import zlib
 from dataclasses import dataclass, replace
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from ...errors import AssetError
 from ..field_data import MLPWeights, StoreKind
+from ..mlp_quant import canonical_problem, dequantize_rows, quantize_rows
+from .bitpack import pack_indices, unpack_indices
 from .codecs import max_raw_bytes
 from .spec import (
     CHUNK_ENTRY,
@@ -25,7 +28,10 @@ from .spec import (
     FP16,
     MAGIC,
     MAX_CHUNK_BYTES,
+    MLP_FP16_BITS,
     PREFIX,
+    PREFIX_BYTES,
+    PREFIX_V1,
     STORE_IDS,
     Codec,
     StoreArray,
@@ -33,8 +39,9 @@ from .spec import (
     header_problem,
     max_corners,
     max_structure_bytes,
+    mlp_array_bytes,
+    mlp_bytes,
     mlp_shapes,
-    mlp_values,
     role_bytes,
     store_arrays,
 )
@@ -85,6 +92,8 @@ class AssetHeader:
     offset: np.ndarray  # [3] float64
     mlp: MLPWeights
     chunks: tuple[ChunkEntry, ...]
+    mlp_bits: int = MLP_FP16_BITS  # 16: fp16 MLP; 2..8: integer weights with row scales
+    version: int = FORMAT_VERSION  # of the file it was read from; pack_header writes the latest
 
     @property
     def max_level(self) -> int:
@@ -96,7 +105,13 @@ class AssetHeader:
 
     @property
     def header_bytes(self) -> int:
-        return header_bytes(self.feature_dim, self.hidden_dim, len(self.chunks))
+        return header_bytes(
+            self.feature_dim, self.hidden_dim, len(self.chunks), self.mlp_bits, self.version
+        )
+
+    @property
+    def mlp_bytes(self) -> int:
+        return mlp_bytes(self.feature_dim, self.hidden_dim, self.mlp_bits)
 
     @property
     def total_bytes(self) -> int:
@@ -111,7 +126,8 @@ class AssetHeader:
         return entry.structure_bytes + sum(array.bytes for array in self.store_arrays(entry))
 
     def with_chunks(self, chunks: tuple[ChunkEntry, ...]) -> AssetHeader:
-        return replace(self, chunks=chunks)
+        """This header with another chunk table, as :func:`pack_header` will write it."""
+        return replace(self, chunks=chunks, version=FORMAT_VERSION)
 
     def layouts(self) -> list[LevelLayout]:
         layouts = []
@@ -149,10 +165,9 @@ def pack_header(header: AssetHeader) -> bytes:
         header.hidden_dim,
         header.scale,
         *(float(value) for value in header.offset),
+        header.mlp_bits,
     )
-    mlp = b"".join(
-        np.ascontiguousarray(array, dtype=FP16).tobytes() for array in header.mlp.arrays()
-    )
+    mlp = b"".join(_pack_mlp_array(array, header.mlp_bits) for array in header.mlp.arrays())
     table = b"".join(
         CHUNK_ENTRY.pack(
             entry.stored_bytes,
@@ -167,6 +182,14 @@ def pack_header(header: AssetHeader) -> bytes:
     return body + CRC.pack(zlib.crc32(body))
 
 
+def _pack_mlp_array(array: np.ndarray, mlp_bits: int) -> bytes:
+    if mlp_bits == MLP_FP16_BITS or np.ndim(array) == 1:
+        return np.ascontiguousarray(array, dtype=FP16).tobytes()
+    codes, scales = quantize_rows(array, mlp_bits)
+    offset_codes = codes + (1 << (mlp_bits - 1))
+    return scales.astype(FP16).tobytes() + pack_indices(offset_codes, mlp_bits)
+
+
 @dataclass(frozen=True)
 class _Prefix:
     store: StoreKind
@@ -178,10 +201,13 @@ class _Prefix:
     hidden_dim: int
     scale: float
     offset: np.ndarray
+    mlp_bits: int
+    version: int
 
     @property
     def header_bytes(self) -> int:
-        return header_bytes(self.feature_dim, self.hidden_dim, self.max_level - self.min_level + 1)
+        levels = self.max_level - self.min_level + 1
+        return header_bytes(self.feature_dim, self.hidden_dim, levels, self.mlp_bits, self.version)
 
 
 def _unpack_prefix(data: bytes) -> _Prefix:
@@ -189,23 +215,48 @@ def _unpack_prefix(data: bytes) -> _Prefix:
         raise AssetError(f"not a .vbnf file (magic {data[: len(MAGIC)]!r}, expected {MAGIC!r})")
     if len(data) < PREFIX.size:
         raise AssetError(f"truncated header: {len(data)} of at least {PREFIX.size} bytes")
-    _, version, store_id, *counts, scale, x, y, z = PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    (version,) = struct.unpack_from("<H", data, len(MAGIC))
+    if version not in PREFIX_BYTES:
         raise AssetError(
-            f"unsupported .vbnf version {version} (this reader reads {FORMAT_VERSION})"
+            f"unsupported .vbnf version {version} (this reader reads versions "
+            f"{', '.join(map(str, PREFIX_BYTES))})"
         )
+    mlp_bits = MLP_FP16_BITS
+    if version == 1:
+        _, _, store_id, *counts, scale, x, y, z = PREFIX_V1.unpack_from(data)
+    else:
+        _, _, store_id, *counts, scale, x, y, z, mlp_bits = PREFIX.unpack_from(data)
     if store_id not in _STORE_NAMES:
         raise AssetError(f"header declares unknown store kind {store_id}")
     min_level, max_level, bitwidth, feature_dim, rank, hidden_dim = counts
     store = _STORE_NAMES[store_id]
     problem = header_problem(
-        store, min_level, max_level, feature_dim, hidden_dim, bitwidth, rank, scale, (x, y, z)
+        store,
+        min_level,
+        max_level,
+        feature_dim,
+        hidden_dim,
+        bitwidth,
+        rank,
+        scale,
+        (x, y, z),
+        mlp_bits,
     )
     if problem is not None:
         raise AssetError(f"header declares {problem}")
     offset = np.array([x, y, z], dtype=np.float64)
     return _Prefix(
-        store, min_level, max_level, bitwidth, feature_dim, rank, hidden_dim, scale, offset
+        store,
+        min_level,
+        max_level,
+        bitwidth,
+        feature_dim,
+        rank,
+        hidden_dim,
+        scale,
+        offset,
+        mlp_bits,
+        version,
     )
 
 
@@ -226,8 +277,9 @@ def unpack_header(data: bytes) -> AssetHeader:
         raise AssetError(
             f"header is corrupted (CRC-32 {computed_crc:08x}, header says {stored_crc:08x})"
         )
-    mlp = _unpack_mlp(data, prefix.feature_dim, prefix.hidden_dim)
-    table_offset = PREFIX.size + 2 * mlp_values(prefix.feature_dim, prefix.hidden_dim)
+    mlp_offset = PREFIX_BYTES[prefix.version]
+    mlp = _unpack_mlp(data, mlp_offset, prefix.feature_dim, prefix.hidden_dim, prefix.mlp_bits)
+    table_offset = mlp_offset + mlp_bytes(prefix.feature_dim, prefix.hidden_dim, prefix.mlp_bits)
     chunks = tuple(
         _unpack_entry(data, table_offset + index * CHUNK_ENTRY.size, level)
         for index, level in enumerate(range(prefix.min_level, prefix.max_level + 1))
@@ -242,23 +294,40 @@ def unpack_header(data: bytes) -> AssetHeader:
         offset=prefix.offset,
         mlp=mlp,
         chunks=chunks,
+        mlp_bits=prefix.mlp_bits,
+        version=prefix.version,
     )
     for entry in chunks:
         _check_entry(header, entry)
     return header
 
 
-def _unpack_mlp(data: bytes, feature_dim: int, hidden_dim: int) -> MLPWeights:
+def _unpack_mlp(
+    data: bytes, offset: int, feature_dim: int, hidden_dim: int, mlp_bits: int
+) -> MLPWeights:
     arrays = []
-    offset = PREFIX.size
     for shape in mlp_shapes(feature_dim, hidden_dim):
-        count = math.prod(shape)
-        array = np.frombuffer(data, dtype=FP16, count=count, offset=offset)
-        offset += 2 * count
-        arrays.append(array.astype(np.float32).reshape(shape))
+        size = mlp_array_bytes(shape, mlp_bits)
+        if mlp_bits == MLP_FP16_BITS or len(shape) == 1:
+            array = np.frombuffer(data, dtype=FP16, count=math.prod(shape), offset=offset)
+            arrays.append(array.astype(np.float32).reshape(shape))
+        else:
+            arrays.append(_unpack_quantized(data[offset : offset + size], shape, mlp_bits))
+        offset += size
     if not all(np.isfinite(array).all() for array in arrays):
         raise AssetError("decoder MLP holds non-finite fp16 values")
     return MLPWeights(*arrays)
+
+
+def _unpack_quantized(data: bytes, shape: tuple[int, ...], mlp_bits: int) -> np.ndarray:
+    rows = shape[0]
+    scales = np.frombuffer(data, dtype=FP16, count=rows).astype(np.float32)
+    offset_codes = unpack_indices(data[2 * rows :], math.prod(shape), mlp_bits)
+    codes = offset_codes.reshape(shape) - (1 << (mlp_bits - 1))
+    problem = canonical_problem(codes, scales, mlp_bits)
+    if problem is not None:
+        raise AssetError(f"decoder MLP ({mlp_bits}-bit weights) has {problem}")
+    return dequantize_rows(codes, scales)
 
 
 def _unpack_entry(data: bytes, offset: int, level: int) -> ChunkEntry:

@@ -26,6 +26,7 @@ from ..octree import SparseOctree
 from . import budget
 from .chunk import decode_store, decode_structure
 from .codecs import ChunkReader
+from .coded_chunk import decode_coded_chunk
 from .header import AssetHeader, LevelLayout, header_size, unpack_header
 from .spec import PREFIX
 
@@ -255,9 +256,14 @@ def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> Field
     levels: list[LevelData] = []
     octree: SparseOctree | None = None
     for entry, stored in zip(header.chunks, chunks, strict=False):
-        chunk = ChunkReader(
-            stored, entry.codec, header.raw_bytes(entry), f"level {entry.level} chunk"
-        )
+        what = f"level {entry.level} chunk"
+        if entry.codec == "rans":  # rANS symbols back to the plain layout, which is then read
+            plain = decode_coded_chunk(
+                stored, entry.structure_bytes, header.store_arrays(entry), header.bitwidth, what
+            )
+            chunk = ChunkReader(plain, "none", header.raw_bytes(entry), what)
+        else:
+            chunk = ChunkReader(stored, entry.codec, header.raw_bytes(entry), what)
         structure = bytearray(entry.structure_bytes)
         chunk.readinto(memoryview(structure))
         masks_per_level = decode_structure(

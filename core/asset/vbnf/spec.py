@@ -18,21 +18,25 @@ from typing import Literal
 from ...limits import MAX_ASSET_BITWIDTH, MAX_FEATURE_DIM, MAX_LEVEL
 from ..field_data import VIEW_ENCODING_DIM, StoreKind
 
-Codec = Literal["none", "zlib", "zstd"]
+Codec = Literal["none", "zlib", "zstd", "rans"]
 
 MAGIC = b"VBNF"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # version 1: the same without the MLP bits byte (always fp16); still read
 
 # magic, version, store kind, min level, max level, bitwidth, feature dim, rank, hidden dim,
-# scale, offset x/y/z.
-PREFIX = struct.Struct("<4sHBBBBHHHd3d")
+# scale, offset x/y/z, then (version 2) the MLP's weight bits.
+PREFIX_V1 = struct.Struct("<4sHBBBBHHHd3d")
+PREFIX = struct.Struct("<4sHBBBBHHHd3dB")
+PREFIX_BYTES = {1: PREFIX_V1.size, 2: PREFIX.size}
+MLP_FP16_BITS = 16  # MLP bits 16: every MLP value fp16; 2..8: integer weights, see mlp_quant
+MIN_MLP_BITS, MAX_MLP_BITS = 2, 8
 # stored bytes, structure (child mask) bytes, corners, CRC-32 of the stored bytes, codec.
 CHUNK_ENTRY = struct.Struct("<QQQIB3x")
 CRC = struct.Struct("<I")
 FP16 = "<f2"
 
 STORE_IDS: dict[StoreKind, int] = {"dense": 0, "codebook": 1, "lowrank": 2, "hashed": 3}
-CODEC_IDS: dict[Codec, int] = {"none": 0, "zlib": 1, "zstd": 2}
+CODEC_IDS: dict[Codec, int] = {"none": 0, "zlib": 1, "zstd": 2, "rans": 3}
 
 OUTPUT_DIM = 4  # density, r, g, b
 
@@ -104,15 +108,33 @@ def mlp_shapes(feature_dim: int, hidden_dim: int) -> list[tuple[int, ...]]:
 
 
 def mlp_values(feature_dim: int, hidden_dim: int) -> int:
-    """Number of fp16 values of the decoder MLP."""
+    """Number of values of the decoder MLP."""
     return sum(math.prod(shape) for shape in mlp_shapes(feature_dim, hidden_dim))
 
 
-def header_bytes(feature_dim: int, hidden_dim: int, level_count: int) -> int:
+def mlp_array_bytes(shape: tuple[int, ...], mlp_bits: int) -> int:
+    """Bytes of one MLP array: fp16 values, or for a weight matrix stored at ``mlp_bits`` < 16
+    its fp16 row scales then its codes packed at ``mlp_bits`` bits."""
+    if mlp_bits == MLP_FP16_BITS or len(shape) == 1:
+        return 2 * math.prod(shape)
+    return 2 * shape[0] + packed_index_bytes(math.prod(shape), mlp_bits)
+
+
+def mlp_bytes(feature_dim: int, hidden_dim: int, mlp_bits: int) -> int:
+    return sum(mlp_array_bytes(shape, mlp_bits) for shape in mlp_shapes(feature_dim, hidden_dim))
+
+
+def header_bytes(
+    feature_dim: int,
+    hidden_dim: int,
+    level_count: int,
+    mlp_bits: int = MLP_FP16_BITS,
+    version: int = FORMAT_VERSION,
+) -> int:
     """Size of the whole header: prefix, MLP, chunk table and the trailing CRC."""
     return (
-        PREFIX.size
-        + 2 * mlp_values(feature_dim, hidden_dim)
+        PREFIX_BYTES[version]
+        + mlp_bytes(feature_dim, hidden_dim, mlp_bits)
         + level_count * CHUNK_ENTRY.size
         + CRC.size
     )
@@ -140,6 +162,7 @@ def header_problem(
     rank: int,
     scale: float,
     offset: Sequence[float],
+    mlp_bits: int = MLP_FP16_BITS,
 ) -> str | None:
     """What makes these header values unstorable (``None`` when they are fine). The writer and
     the reader both ask, so a written file is never one the reader refuses."""
@@ -155,6 +178,8 @@ def header_problem(
     for name, value, low, high in ranges:
         if not low <= value <= high:
             return f"{name} {value} outside {low}..{high} for a {store} store"
+    if mlp_bits != MLP_FP16_BITS and not MIN_MLP_BITS <= mlp_bits <= MAX_MLP_BITS:
+        return f"MLP bits {mlp_bits}: neither {MLP_FP16_BITS} nor {MIN_MLP_BITS}..{MAX_MLP_BITS}"
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return f"normalisation scale {scale} outside {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}"
     if len(offset) != 3 or not all(abs(value) <= MAX_ABS_OFFSET for value in offset):

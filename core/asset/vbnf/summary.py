@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from .coded_chunk import coded_split
 from .header import AssetHeader
-from .reader import Source, scan_asset
-from .spec import mlp_values
+from .reader import Source, named_errors, scan_asset
+from .spec import role_bytes
 
 
 def asset_info(source: Source) -> dict[str, Any]:
@@ -19,16 +20,20 @@ def asset_info(source: Source) -> dict[str, Any]:
 
     Each level's ``bytes`` is what the file stores (after its codec); ``structure_bytes``,
     ``index_bytes``, ``codebook_bytes`` and ``feature_bytes`` split its decompressed
-    ``raw_bytes``. ``cumulative_bytes`` counts the header and every chunk up to that level: the
-    bytes to stream before that level can be drawn.
+    ``raw_bytes``; ``stored_structure_bytes`` and ``stored_index_bytes`` say what the first two
+    take in the file (they differ for the ``rans`` codec). ``cumulative_bytes`` counts the
+    header and every chunk up to that level: the bytes to stream before that level can be drawn.
     """
     scan = scan_asset(source)
     header = scan.header
     layouts = header.layouts()
-    levels = [
-        asdict(layout) | {"present": index < len(scan.chunks)}
-        for index, layout in enumerate(layouts)
-    ]
+    with named_errors(scan.name):
+        levels = [
+            asdict(layout)
+            | {"present": index < len(scan.chunks)}
+            | _stored_split(header, index, scan.chunks)
+            for index, layout in enumerate(layouts)
+        ]
     corners = sum(layout.corners for layout in layouts)
     fp16_feature_bytes = 2 * corners * header.feature_dim
     chunk_bytes = sum(layout.bytes for layout in layouts)
@@ -43,7 +48,8 @@ def asset_info(source: Source) -> dict[str, Any]:
         "min_level": header.min_level,
         "max_level": header.max_level,
         "header_bytes": header.header_bytes,
-        "mlp_bytes": 2 * mlp_values(header.feature_dim, header.hidden_dim),
+        "mlp_bytes": header.mlp_bytes,
+        "mlp_bits": header.mlp_bits,
         "levels": levels,
         "missing_levels": scan.missing_levels,
         "warnings": scan.notes(),
@@ -52,6 +58,27 @@ def asset_info(source: Source) -> dict[str, Any]:
         "real_ratio": fp16_feature_bytes / chunk_bytes,
         "file_ratio": fp16_feature_bytes / header.total_bytes,
     }
+
+
+def _stored_split(
+    header: AssetHeader, index: int, chunks: list[bytes | bytearray]
+) -> dict[str, int | None]:
+    """What a level's octree structure and indices occupy in the file: their plain sizes for
+    codec ``none``, the sizes of their streams for ``rans`` (read from the streams' headers);
+    unknown (None) inside a zlib or zstd chunk or when the chunk is missing."""
+    entry = header.chunks[index]
+    arrays = header.store_arrays(entry)
+    if entry.codec == "none":
+        return {
+            "stored_structure_bytes": entry.structure_bytes,
+            "stored_index_bytes": role_bytes(arrays, "index"),
+        }
+    if entry.codec != "rans" or index >= len(chunks):
+        return {"stored_structure_bytes": None, "stored_index_bytes": None}
+    split = coded_split(
+        chunks[index], entry.structure_bytes, arrays, header.bitwidth, f"level {entry.level} chunk"
+    )
+    return {"stored_structure_bytes": split["structure"], "stored_index_bytes": split["index"]}
 
 
 def _paper_ratio(header: AssetHeader) -> float | None:

@@ -16,28 +16,39 @@ from ...atomic import atomic_write_bytes
 from ..field_data import FieldData, MLPWeights
 from .chunk import encode_store, level_structure, to_fp16
 from .codecs import compress
+from .coded_chunk import encode_coded_chunk
 from .header import AssetHeader, ChunkEntry, pack_header
 from .spec import (
     CODEC_IDS,
     MAX_CHUNK_BYTES,
     MLP_ARRAYS,
+    MLP_FP16_BITS,
     Codec,
+    StoreArray,
     header_problem,
     mlp_shapes,
     store_arrays,
 )
 
 
-def write_asset(field: FieldData, path: str | Path, compression: Codec = "none") -> None:
+def write_asset(
+    field: FieldData,
+    path: str | Path,
+    compression: Codec = "none",
+    mlp_bits: int = MLP_FP16_BITS,
+) -> None:
     """Write ``field`` to ``path`` atomically: readers see the old file or the complete new one."""
-    atomic_write_bytes(Path(path), encode_asset(field, compression))
+    atomic_write_bytes(Path(path), encode_asset(field, compression, mlp_bits))
 
 
-def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
-    """The complete asset: header, then one chunk per feature level, coarsest first."""
+def encode_asset(
+    field: FieldData, compression: Codec = "none", mlp_bits: int = MLP_FP16_BITS
+) -> bytes:
+    """The complete asset: header, then one chunk per feature level, coarsest first.
+    ``mlp_bits`` below 16 stores the MLP's weight matrices as integers (``mlp_quant``)."""
     if compression not in CODEC_IDS:
         raise ValueError(f"unknown compression {compression!r}; choose from {sorted(CODEC_IDS)}")
-    _check_field(field)
+    _check_field(field, mlp_bits)
     entries = []
     stored_chunks = []
     for level in field.levels:
@@ -49,7 +60,7 @@ def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
         raw = structure + encode_store(level, arrays, field.bitwidth)
         if len(raw) > MAX_CHUNK_BYTES:
             raise ValueError(f"level {level.level} needs {len(raw)} bytes, over the chunk cap")
-        stored, codec = compress(raw, compression), compression
+        stored, codec = _compressed(raw, compression, len(structure), arrays, field.bitwidth)
         if len(stored) >= len(raw):
             stored, codec = raw, "none"
         entries.append(
@@ -66,11 +77,21 @@ def encode_asset(field: FieldData, compression: Codec = "none") -> bytes:
         offset=np.asarray(field.offset, dtype=np.float64),
         mlp=_fp16_mlp(field),
         chunks=tuple(entries),
+        mlp_bits=mlp_bits,
     )
     return pack_header(header) + b"".join(stored_chunks)
 
 
-def _check_field(field: FieldData) -> None:
+def _compressed(
+    raw: bytes, compression: Codec, structure_bytes: int, arrays: list[StoreArray], bitwidth: int
+) -> tuple[bytes, Codec]:
+    """A chunk's stored form: ``rans`` needs the chunk's layout, the others see bytes."""
+    if compression == "rans":
+        return encode_coded_chunk(raw, structure_bytes, arrays, bitwidth), compression
+    return compress(raw, compression), compression
+
+
+def _check_field(field: FieldData, mlp_bits: int) -> None:
     if not field.levels:
         raise ValueError("field has no feature levels to store")
     problem = header_problem(
@@ -83,6 +104,7 @@ def _check_field(field: FieldData) -> None:
         field.rank,
         float(field.scale),
         np.asarray(field.offset, dtype=np.float64).ravel().tolist(),
+        mlp_bits,
     )
     if problem is not None:
         raise ValueError(f"field cannot be stored: {problem}")
