@@ -14,15 +14,16 @@ from .reader import Source, scan_asset
 from .spec import mlp_values
 
 
-def asset_info(source: Source) -> dict[str, Any]:
+def asset_info(source: Source, keep_intact: bool = False) -> dict[str, Any]:
     """Sizes, per-level byte split and compression ratios of ``source`` (JSON-ready).
 
     Each level's ``bytes`` is what the file stores (after its codec); ``structure_bytes``,
     ``index_bytes``, ``codebook_bytes`` and ``feature_bytes`` split its decompressed
     ``raw_bytes``. ``cumulative_bytes`` counts the header and every chunk up to that level: the
-    bytes to stream before that level can be drawn.
+    bytes to stream before that level can be drawn. ``keep_intact``: a corrupted chunk is
+    reported in ``warnings`` (its level and the finer ones not ``present``) instead of raising.
     """
-    scan = scan_asset(source)
+    scan = scan_asset(source, keep_intact=keep_intact)
     header = scan.header
     layouts = header.layouts()
     levels = [
