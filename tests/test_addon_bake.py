@@ -156,7 +156,7 @@ def test_the_bake_button_writes_the_asset_next_to_the_blend_and_imports_it(
     obj.data.grids.load()
     assert {(grid.name, grid.data_type) for grid in obj.data.grids} == {
         ("density", "FLOAT"),
-        ("color", "VECTOR_FLOAT"),
+        *[(name, "VECTOR_FLOAT") for name in ("color", "color_y", "color_z", "color_x")],
     }
     material = obj.data.materials[0]
     nodes = {node.bl_idname for node in material.node_tree.nodes}
@@ -172,9 +172,10 @@ def test_the_lod_slider_swaps_grids_and_voxel_counts(baked: Baked) -> None:
         settings.lod = level
         assert settings.lod_error == ""
         path = Path(bpy.path.abspath(obj.data.filepath))
-        assert path.name == f"level_{level}.vdb" and path.is_file()
+        assert path.name.startswith(f"level_{level}-") and path.is_file()
         obj.data.grids.load()
-        assert obj.data.grids.is_loaded and {g.name for g in obj.data.grids} == {"density", "color"}
+        assert obj.data.grids.is_loaded
+        assert {"density", "color"} <= {g.name for g in obj.data.grids}
         assert settings.voxel_count == _vdb_voxels(path) > 0
         counts.append(settings.voxel_count)
         files.append(path)

@@ -23,7 +23,14 @@ if _VENDORED:
     from .core import cameras, dataset
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from .core.decoder import FieldDecoder
+    from .core.decoder import (
+        AVERAGING_DIRECTION_COUNT,
+        SH_CONSTANTS,
+        SH_POLYNOMIALS,
+        FieldDecoder,
+        project_views,
+        sh_coefficient_count,
+    )
     from .core.errors import AssetError, VbnfError
     from .core.metrics import SSIM_WINDOW
     from .core.run_layout import CHECKPOINT_NAME
@@ -33,7 +40,14 @@ else:
     from core import cameras, dataset
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from core.decoder import FieldDecoder
+    from core.decoder import (
+        AVERAGING_DIRECTION_COUNT,
+        SH_CONSTANTS,
+        SH_POLYNOMIALS,
+        FieldDecoder,
+        project_views,
+        sh_coefficient_count,
+    )
     from core.errors import AssetError, VbnfError
     from core.metrics import SSIM_WINDOW
     from core.run_layout import CHECKPOINT_NAME
@@ -41,11 +55,14 @@ else:
     from core.vbnf.spec import MAX_LEVEL
 
 __all__ = [
+    "AVERAGING_DIRECTION_COUNT",
     "CHECKPOINT_NAME",
     "ENGINE_ROOT",
     "EXIT_CANCELLED",
     "EXIT_USER_ERROR",
     "MAX_LEVEL",
+    "SH_CONSTANTS",
+    "SH_POLYNOMIALS",
     "SSIM_WINDOW",
     "AssetError",
     "FieldDecoder",
@@ -56,5 +73,7 @@ __all__ = [
     "cameras",
     "cut_asset",
     "dataset",
+    "project_views",
     "read_asset",
+    "sh_coefficient_count",
 ]
