@@ -120,7 +120,11 @@ def bake_once(out_dir: Path, settings: BakeSettings) -> tuple[Path, Path, dict[i
 
 
 def preview_psnr(
-    asset: Path, dataset_dir: Path, out_dir: Path, samples: int = 16
+    asset: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    samples: int = 16,
+    levels: list[int] | None = None,
 ) -> dict[int, tuple[float, int, float]]:
     """Import ``asset`` into an empty scene (with whichever VBNF add-on is registered: the
     checkout's or the installed extension) and render every level with Cycles from the
@@ -136,6 +140,8 @@ def preview_psnr(
     settings = obj.vbnf
     results = {}
     for item in settings.levels:
+        if levels is not None and item.level not in levels:
+            continue
         started = time.monotonic()
         settings.lod = item.level
         decode_s = time.monotonic() - started
@@ -158,20 +164,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-level", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--voxels-per-cell", type=int, default=level_grids.QUALITY.voxels_per_cell)
+    parser.add_argument(
+        "--voxels-per-coarsest-cell",
+        type=int,
+        default=level_grids.QUALITY.voxels_per_coarsest_cell,
+    )
     parser.add_argument("--supersample", type=int, default=level_grids.QUALITY.supersample)
     parser.add_argument("--sh-degree", type=int, default=level_grids.QUALITY.sh_degree)
     parser.add_argument("--fit-directions", type=int, default=level_grids.QUALITY.fit_directions)
     parser.add_argument("--render-samples", type=int, default=16)
+    parser.add_argument("--levels", type=int, nargs="*", help="levels to render (default: all)")
     args = parser.parse_args(argv)
     level_grids.QUALITY = level_grids.PreviewQuality(
-        args.voxels_per_cell, args.supersample, args.sh_degree, args.fit_directions
+        args.voxels_per_cell,
+        args.voxels_per_coarsest_cell,
+        args.supersample,
+        args.sh_degree,
+        args.fit_directions,
     )
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     register()
     asset, dataset_dir, engine = bake_once(out_dir, bake_settings(args))
-    results = preview_psnr(asset, dataset_dir, out_dir, args.render_samples)
+    results = preview_psnr(asset, dataset_dir, out_dir, args.render_samples, args.levels)
     print(level_grids.QUALITY)
     columns = ("level", "voxels", "decode s", "engine dB", "Cycles dB", "gap")
     print(" ".join(f"{name:>9}" for name in columns))

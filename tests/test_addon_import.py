@@ -140,14 +140,14 @@ def _import(path: Path, **options: Any) -> Any:
 
 def _check_every_level(obj: Any) -> None:
     settings = obj.vbnf
-    counts = []
+    files = set()
     for level in LEVELS:
         settings.lod = level
         assert settings.lod_error == "", settings.lod_error
         assert (settings.lod, settings.shown_level) == (level, level)
-        assert Path(bpy.path.abspath(obj.data.filepath)).is_file()
-        counts.append(settings.voxel_count)
-    assert counts == sorted(counts) and counts[0] > 0
+        files.add(Path(bpy.path.abspath(obj.data.filepath)))
+        assert settings.voxel_count > 0
+    assert len(files) == len(LEVELS) and all(path.is_file() for path in files)
 
 
 def test_a_packed_blend_opens_anywhere_with_every_level(
@@ -168,6 +168,9 @@ def test_a_packed_blend_opens_anywhere_with_every_level(
     obj = _fields()[0]
     assert extension.volume.asset_state(obj) == ""  # the packed copy stands in
     _check_every_level(obj)
+    exported = tmp_path / "exported.vbnf"
+    assert bpy.ops.export_scene.vbnf(filepath=str(exported)) == {"FINISHED"}
+    assert exported.read_bytes() == _asset_bytes()  # from the packed copy
     assert bpy.ops.vbnf.unpack_asset() == {"FINISHED"}  # writes the asset back out
     assert (tmp_path / "elsewhere" / "assets" / "thing.vbnf").read_bytes() == _asset_bytes()
 
@@ -224,19 +227,24 @@ def test_the_cache_keeps_only_what_the_file_uses_within_its_bound(
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
     obj = _import(_write_asset(tmp_path / "thing.vbnf"))
     volume = extension.volume
-    stale = tmp_path / "vbnf_cache" / "gone-0123456789abcdef"
-    stale.mkdir()
-    (stale / "level_2-x.vdb").write_bytes(b"old")
-    user_file = tmp_path / "vbnf_cache" / "notes.txt"  # not ours: left alone
+    cache = tmp_path / "vbnf_cache"
+    old_version = cache / "thing-0123456789abcdef"  # the same asset before a re-bake
+    other_asset = cache / "other-0123456789abcdef"  # another .blend's, maybe
+    for folder in (old_version, other_asset):
+        folder.mkdir()
+        (folder / "level_2-x.vdb").write_bytes(b"old")
+    user_file = cache / "notes.txt"  # not ours: left alone
     user_file.write_text("keep")
     for level in LEVELS:
         obj.vbnf.lod = level
-    assert not stale.exists() and user_file.is_file()
+    assert not old_version.exists() and other_asset.is_dir() and user_file.is_file()
     files = sorted(Path(bpy.path.abspath(obj.data.filepath)).parent.glob("*.vdb"))
     assert len(files) == len(LEVELS)
     monkeypatch.setattr(volume, "CACHE_LIMIT_BYTES", 1)
+    monkeypatch.setattr(volume, "RECENT_WRITE_S", 0.0)
     volume.prune_cache()
     shown = Path(bpy.path.abspath(obj.data.filepath))
     assert [path for path in files if path.exists()] == [shown]  # over the bound: all but it
+    assert not (other_asset / "level_2-x.vdb").exists()
     obj.vbnf.lod = 2
     assert obj.vbnf.lod_error == "" and obj.vbnf.voxel_count > 0  # decoded again

@@ -31,9 +31,9 @@ from bench import preview  # noqa: E402
 pytestmark = [pytest.mark.blender, pytest.mark.slow, pytest.mark.xdist_group("addon")]
 
 SMALL_BAKE = argparse.Namespace(
-    views=24,
+    views=20,
     test_views=2,
-    resolution=40,
+    resolution=32,
     samples=8,
     epochs=3,
     min_level=3,

@@ -6,21 +6,30 @@ swaps them under the LOD slider). What the grids hold, and why, measured on
 ``bench/preview.py``'s scene (the Cycles render of the grids against the engine's own render of
 the same asset; the figures are in docs/blender-extension.md):
 
-- **Where**: every voxel inside the occupied cells of the asset's *coarsest* level, at the
-  resolution of level ``L`` (``voxels_per_cell * 2**L`` across the octree's cube). The engine
+- **Where**: every voxel inside the occupied cells of the asset's *coarsest* level. The engine
   traces rays through the coarsest level's cells and evaluates the field wherever they go;
   finer levels only add features where they are allocated. Keeping only the voxels inside
   level ``L``'s own cells dropped what the field draws elsewhere (thin parts that the finer
-  octree missed turned ghostly): this was the largest gap, 1.5 dB at level 6. Voxels whose
-  optical depth is negligible are left inactive, so the grids stay sparse.
-- **Density**: the view-averaged density per scene unit, box-filtered over ``supersample^3``
-  points per voxel.
+  octree missed turned ghostly): the largest gap, 1.5 dB at level 6. Voxels whose optical
+  depth is negligible are left inactive, so the grids stay sparse.
+- **How fine**: ``voxels_per_cell`` per cell of level ``L`` (``2 * 2**L`` across the octree's
+  cube), but at least ``voxels_per_coarsest_cell`` per coarsest cell: the engine takes 16
+  samples per coarsest cell along a ray whatever the level, so it draws coarse levels as sharp
+  as the field is; a coarse grid blurred them (0.4 dB at level 3). Finer than that buys
+  nothing measurable (0.02 dB at level 5 for 8x the voxels).
+- **Density**: the view-averaged density per scene unit (optionally box-filtered over
+  ``supersample^3`` points per voxel; it measured no better).
 - **Colour**: linear RGB (the field was trained on sRGB pixels; Cycles works in linear light)
-  as low-order real spherical harmonics of the viewing direction, fitted per voxel over
+  as real spherical harmonics of the viewing direction up to degree 2, fitted per voxel over
   ``fit_directions`` directions, so metal keeps highlights that move with the eye instead of a
-  pale view average. Grid ``color`` holds the degree-0 term (the view-averaged colour), grids
-  ``color_x``, ``color_y``, ``color_z`` (and ``color_xy`` ... for degree 2) the direction
-  terms, the SH constants folded in; ``preview_material.py`` evaluates them per ray.
+  pale view average (degree 0 -> 1 -> 2: 1.6 -> 1.0 -> 0.5 dB below the engine at level 6).
+  Grid ``color`` holds the degree-0 term (the view-averaged colour), grids ``color_x``,
+  ``color_y``, ``color_z``, ``color_xy`` ... the direction terms with the SH constants folded
+  in; ``preview_material.py`` evaluates them per ray.
+
+What is left: Cycles composites in linear light, the engine in sRGB (as it was trained), so
+semi-transparent mixes differ; rendering with the Raw view transform and sRGB colours closes
+another 0.4 dB, but that would change the user's whole scene.
 """
 
 from __future__ import annotations
@@ -61,14 +70,20 @@ class PreviewQuality:
     """How a level is turned into grids (see the module docstring for what each buys)."""
 
     voxels_per_cell: int = 2  # voxels per octree cell of the level, along each axis
+    # ... and at least this many per cell of the coarsest level: the engine's 16 samples per
+    # coarsest cell along a ray (core/raymarch.py), so coarse levels are as sharp as it draws
+    voxels_per_coarsest_cell: int = 16
     supersample: int = 1  # field samples per voxel along each axis, box-filtered
-    sh_degree: int = 1  # of the colour's spherical harmonics; 0: view-averaged colour
+    sh_degree: int = 2  # of the colour's spherical harmonics; 0: view-averaged colour
     fit_directions: int = AVERAGING_DIRECTION_COUNT  # the colour is fitted over
 
     @property
     def tag(self) -> str:
         """Part of a cached grid's file name: grids made with other settings do not match."""
-        return f"v{self.voxels_per_cell}s{self.supersample}h{self.sh_degree}d{self.fit_directions}"
+        return (
+            f"v{self.voxels_per_cell}c{self.voxels_per_coarsest_cell}s{self.supersample}"
+            f"h{self.sh_degree}d{self.fit_directions}"
+        )
 
 
 QUALITY = PreviewQuality()
@@ -118,9 +133,11 @@ def level_voxels(
     keeping the voxels whose optical depth matters; ``quality`` defaults to :data:`QUALITY`."""
     quality = QUALITY if quality is None else quality
     field = decoder.field
-    across = quality.voxels_per_cell << level
+    per_coarse_cell = max(
+        quality.voxels_per_cell << (level - field.min_level), quality.voxels_per_coarsest_cell
+    )
+    across = per_coarse_cell << field.min_level
     voxel_size_m = 2.0 / (across * field.scale)
-    per_coarse_cell = quality.voxels_per_cell << (level - field.min_level)
     coarse_cells = field.octree.cells[field.min_level]
     directions = cameras.fibonacci_directions(quality.fit_directions, hemisphere=False)
     block_cells = max(

@@ -6,8 +6,8 @@ datablock loads; the slider (``Object.vbnf.lod``) swaps ``Volume.filepath`` betw
 - **The grid cache** is derived from the asset alone: kept per level under ``vbnf_cache/`` next
   to the .blend (or in the add-on's user folder while the .blend is unsaved), in a folder named
   by the asset's name and a hash of its bytes, so a re-baked asset never shows stale grids.
-  Missing files are decoded again. Writing a level prunes the cache: folders of asset versions
-  no object of the open file shows any more go, and past :data:`CACHE_LIMIT_BYTES` the least
+  Missing files are decoded again. Writing a level prunes the cache (:func:`prune_cache`):
+  older versions of the assets shown go, and past :data:`CACHE_LIMIT_BYTES` the least
   recently used levels that are not on screen go too.
 - **Which bytes**: the version of the asset that was imported, identified by its digest. Its
   bytes come from the copy packed into the .blend when there is one (:func:`pack_asset`: a
@@ -22,6 +22,7 @@ datablock loads; the slider (``Object.vbnf.lod``) swaps ``Volume.filepath`` betw
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -47,6 +48,8 @@ from .preview_material import MATERIAL_MARKER, radiance_material
 CACHE_FOLDER = "vbnf_cache"
 # The grid cache of one folder (one .blend's, or the user folder) is kept under this size.
 CACHE_LIMIT_BYTES = 2 << 30
+# Cached grids written this recently are never evicted: another Blender may be loading them.
+RECENT_WRITE_S = 60.0
 # On the Volume datablock: the asset's bytes, when packed into the .blend.
 PACKED_PROPERTY = "vbnf_packed_asset"
 _DECODER_CACHE_SIZE = 2
@@ -304,9 +307,11 @@ def _unpacked_volume(obj: bpy.types.Object) -> Any:
 
 
 def prune_cache(keep: Path | None = None) -> None:
-    """Remove grid caches no object of the open file shows: other versions of its assets,
-    grids made with other settings, and past :data:`CACHE_LIMIT_BYTES` the least recently
-    used levels. Another .blend sharing the folder decodes what it misses again."""
+    """Remove grid caches the open file does not need: older versions of the assets its
+    objects show, grids made with other settings, and past :data:`CACHE_LIMIT_BYTES` the
+    least recently used levels of any asset (not those on screen, nor files written in the
+    last minute, which another Blender sharing the folder may be using). Whatever another
+    .blend sharing the folder then misses, it decodes again."""
     root = cache_root()
     if not root.is_dir():
         return
@@ -317,15 +322,17 @@ def prune_cache(keep: Path | None = None) -> None:
         if obj.type == "VOLUME" and settings is not None and settings.asset_digest:
             versions.add(f"{asset_file(obj).stem}-{settings.asset_digest}")
             shown.add(level_file(obj, settings.shown_level))
+    stems = {version.rsplit("-", 1)[0] for version in versions}
+    current_ending = f"-{level_grids.QUALITY.tag}.vdb"
     files = []
     for folder in root.iterdir():
         if not (folder.is_dir() and _VERSION_FOLDER.match(folder.name)):
             continue
-        if folder.name not in versions:
-            shutil.rmtree(folder, ignore_errors=True)
+        if folder.name not in versions and folder.name.rsplit("-", 1)[0] in stems:
+            shutil.rmtree(folder, ignore_errors=True)  # an older version of a shown asset
             continue
         for path in folder.glob("level_*.vdb"):
-            if not path.name.endswith(f"-{level_grids.QUALITY.tag}.vdb"):
+            if folder.name in versions and not path.name.endswith(current_ending):
                 path.unlink(missing_ok=True)
             else:
                 files.append(path)
@@ -336,11 +343,15 @@ def _bound(files: list[Path], shown: set[Path]) -> None:
     """Unlink the least recently used of ``files`` not in ``shown`` until the rest fit
     (show_level sets a file's access time when it shows it; its modification time stays the
     time it was decoded)."""
-    sizes = {path: path.stat() for path in files if path.is_file()}
-    total = sum(stat.st_size for stat in sizes.values())
-    for path in sorted(sizes, key=lambda p: sizes[p].st_atime_ns):
+    stats = {}
+    for path in files:
+        with contextlib.suppress(OSError):  # another Blender may prune the same folder
+            stats[path] = path.stat()
+    total = sum(stat.st_size for stat in stats.values())
+    recent_ns = time.time_ns() - int(RECENT_WRITE_S * 1e9)
+    for path in sorted(stats, key=lambda p: stats[p].st_atime_ns):
         if total <= CACHE_LIMIT_BYTES:
             break
-        if path not in shown:
+        if path not in shown and stats[path].st_mtime_ns < recent_ns:
             path.unlink(missing_ok=True)
-            total -= sizes[path].st_size
+            total -= stats[path].st_size
