@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from core.asset.field_data import FieldData, LevelData
-from core.asset.numpy_field import AVERAGING_DIRECTIONS, NumpyField
+from core.asset.numpy_field import (
+    AVERAGING_DIRECTIONS,
+    NumpyField,
+    project_views,
+    spherical_harmonics,
+)
 from core.asset.vbnf import encode_asset, read_asset
 from core.asset.vbnf.example import random_field
+from core.data.cameras import fibonacci_directions
 
 STORES = [("dense", 0), ("codebook", 3), ("lowrank", 0), ("hashed", 5)]
 
@@ -109,6 +115,32 @@ def test_decoder_matches_the_reference(store: str, bitwidth: int) -> None:
         np.testing.assert_allclose(density, [e[0] for e in expected], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(rgb, [e[1] for e in expected], rtol=1e-5, atol=1e-5)
         assert (density[: len(points) // 3] > 0).any()  # not trivially zero
+
+
+def test_query_views_is_query_along_each_direction() -> None:
+    field = random_field("codebook", seed=4)
+    decoder = NumpyField(field)
+    points = query_points(field, 50)
+    directions = fibonacci_directions(6, hemisphere=False)
+    density, rgb = decoder.query_views(points, field.max_level, directions, batch_size=7)
+    for index, direction in enumerate(directions):
+        one_density, one_rgb = decoder.query(points, field.max_level, direction)
+        np.testing.assert_allclose(density[index], one_density, atol=1e-5)
+        np.testing.assert_allclose(rgb[index], one_rgb, atol=1e-6)
+
+
+def test_spherical_harmonics_fit_recovers_a_low_order_function_of_direction() -> None:
+    directions = fibonacci_directions(40, hemisphere=False)
+    basis = spherical_harmonics(directions, 2)
+    # orthonormal over the sphere: the Fibonacci mean approximates the integral / 4 pi
+    np.testing.assert_allclose(basis.T @ basis * (4 * np.pi / 40), np.eye(9), atol=0.05)
+    truth = np.random.default_rng(0).normal(size=(9, 5, 3))
+    values = np.einsum("db,bnc->dnc", basis, truth)
+    np.testing.assert_allclose(project_views(values, directions, 2), truth, atol=1e-4)
+    degree_one = project_views(values, directions, 1)  # the best fit of lower order
+    np.testing.assert_allclose(degree_one, truth[:4], atol=0.1)
+    with pytest.raises(ValueError, match="cannot fit"):
+        project_views(values[:3], directions[:3], 1)
 
 
 def test_view_averaged_colour_is_the_mean_over_the_documented_directions() -> None:

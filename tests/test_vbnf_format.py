@@ -356,6 +356,24 @@ def test_errors_name_the_file_and_the_level(tmp_path: Path) -> None:
         read_asset(tmp_path / "absent.vbnf")
 
 
+def test_keep_intact_decodes_the_levels_before_a_corrupted_chunk(tmp_path: Path) -> None:
+    field = make_field("codebook")
+    data = bytearray(encode_asset(field))
+    third = asset_info(bytes(data))["levels"][2]
+    data[third["cumulative_bytes"] - 1] ^= 0xFF  # level 4 of 2..5
+    contents = read_asset(bytes(data), keep_intact=True)
+    assert contents.field.max_level == 3 and contents.missing_levels == [4, 5]
+    assert (
+        contents.notes == [contents.notes[0].split(": levels")[0] + ": levels 4..5 left out"]
+        and "level 4 chunk is corrupted (CRC-32" in contents.notes[0]
+    )
+    info = asset_info(bytes(data), keep_intact=True)
+    assert [level["present"] for level in info["levels"]] == [True, True, False, False]
+    data[asset_info(bytes(data), keep_intact=True)["header_bytes"] + 1] ^= 0xFF  # level 2 too
+    with pytest.raises(AssetError, match="no complete level: level 2 chunk is corrupted"):
+        read_asset(bytes(data), keep_intact=True)
+
+
 def test_a_source_without_a_complete_level_is_refused() -> None:
     data = encode_asset(make_field("codebook"))
     first = asset_info(data)["levels"][0]["cumulative_bytes"]

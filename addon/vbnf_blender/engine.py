@@ -21,7 +21,14 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
 
 if _VENDORED:
     from .core import locks
-    from .core.asset.numpy_field import NumpyField
+    from .core.asset.numpy_field import (
+        AVERAGING_DIRECTION_COUNT,
+        SH_CONSTANTS,
+        SH_POLYNOMIALS,
+        NumpyField,
+        project_views,
+        sh_coefficient_count,
+    )
     from .core.asset.vbnf import asset_info, cut_asset, read_asset
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
@@ -38,7 +45,14 @@ if _VENDORED:
     from .core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 else:
     from core import locks
-    from core.asset.numpy_field import NumpyField
+    from core.asset.numpy_field import (
+        AVERAGING_DIRECTION_COUNT,
+        SH_CONSTANTS,
+        SH_POLYNOMIALS,
+        NumpyField,
+        project_views,
+        sh_coefficient_count,
+    )
     from core.asset.vbnf import asset_info, cut_asset, read_asset
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
@@ -55,6 +69,7 @@ else:
     from core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 
 __all__ = [
+    "AVERAGING_DIRECTION_COUNT",
     "CHECKPOINT_NAME",
     "DEFAULT_BITWIDTH",
     "DEFAULT_MAX_LEVEL",
@@ -65,6 +80,8 @@ __all__ = [
     "MAX_LEVEL",
     "MAX_TRAIN_BITWIDTH",
     "METRICS_NAME",
+    "SH_CONSTANTS",
+    "SH_POLYNOMIALS",
     "SSIM_WINDOW",
     "AssetError",
     "NumpyField",
@@ -77,5 +94,7 @@ __all__ = [
     "dataset",
     "interop",
     "locks",
+    "project_views",
     "read_asset",
+    "sh_coefficient_count",
 ]

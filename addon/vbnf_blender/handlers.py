@@ -4,13 +4,19 @@ Blender rewrites its own relative paths (a Volume's ``filepath``) when a file is
 elsewhere, but not a string property such as ``Object.vbnf.asset_path``. So just before a save
 each asset path is made relative to the file being written, and just after it is made relative
 to the file now open again (they differ for "Save Copy"). After a file is opened, a level whose
-cached grids are gone (cache folder deleted, file moved without it) is decoded again.
+cached grids are gone (cache folder deleted, file moved without it) is decoded again, from the
+copy packed into the .blend when there is one.
+
+File > External Data > Pack Resources packs a Volume's current grid file only, which shows one
+level; so a save finding an asset's Volume packed that way packs the asset's bytes too (every
+level), and the slider keeps working wherever the .blend is opened.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import bpy
 from bpy.app.handlers import persistent
@@ -34,9 +40,20 @@ def relativize_before_save(filepath: str, *_args: object) -> None:
     start = os.path.dirname(filepath)
     for obj in _asset_objects():
         settings = obj.vbnf  # type: ignore[attr-defined]
+        _pack_with_resources(obj)
         absolute = bpy.path.abspath(settings.asset_path)
         _absolute_before_save[obj.as_pointer()] = absolute
         settings.asset_path = volume.stored_path(absolute, start=start)
+
+
+def _pack_with_resources(obj: bpy.types.Object) -> None:
+    """Pack the asset of a Volume that Pack Resources packed, if it can still be read."""
+    if obj.data.packed_file is None or volume.packed_bytes(obj) is not None:  # type: ignore[union-attr]
+        return
+    try:
+        volume.pack_asset(obj)
+    except (VbnfError, OSError) as error:
+        print(f"VBNF: {obj.name}: the asset could not be packed with the grids ({error})")
 
 
 @persistent
@@ -52,7 +69,11 @@ def relativize_after_save(*_args: object) -> None:
 def restore_missing_grids(*_args: object) -> None:
     for obj in _asset_objects():
         settings = obj.vbnf  # type: ignore[attr-defined]
-        if not Path(bpy.path.abspath(obj.data.filepath)).is_file():  # type: ignore[union-attr]
+        volume_data: Any = obj.data
+        if (
+            volume_data.packed_file is None
+            and not Path(bpy.path.abspath(volume_data.filepath)).is_file()
+        ):
             try:
                 volume.show_level(obj, settings.lod)
             except (VbnfError, OSError) as error:

@@ -1,4 +1,7 @@
-"""File > Export > Neural Field (.vbnf): the active asset's file, whole or cut to a level.
+"""File > Export > Neural Field (.vbnf): the active asset, whole or cut to a level.
+
+The bytes written are those of the version the object shows: its packed copy, or the file
+while it still holds that version (an asset changed on disk must be reloaded first).
 
 A cut keeps the coarsest levels and copies their chunks byte for byte (``cut_asset``), so the
 exported file is a smaller but complete asset, not a truncated prefix.
@@ -63,14 +66,15 @@ class EXPORT_SCENE_OT_vbnf(bpy.types.Operator, ExportHelper):  # noqa: N801  # B
         return ExportHelper.invoke(self, context, event)  # type: ignore[return-value]
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        settings = _asset_settings(context)
-        assert settings is not None  # poll
-        source = Path(bpy.path.abspath(settings.asset_path))
+        obj = context.active_object
+        assert obj is not None and _asset_settings(context) is not None  # poll
+        source = volume.asset_file(obj)
         target = Path(self.filepath)  # type: ignore[attr-defined]  # declared by ExportHelper
         try:
             if target.resolve() == source.resolve():
                 raise VbnfError("choose another file than the asset itself", target)
-            data = cut_asset(source, level=self.level) if self.use_level else source.read_bytes()
+            asset = volume.asset_bytes(obj)  # the version shown, packed or on disk
+            data = cut_asset(asset, level=self.level) if self.use_level else asset
             atomic_write_bytes(target, data)
         except (VbnfError, OSError) as error:
             self.report({"ERROR"}, str(error))

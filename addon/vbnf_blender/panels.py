@@ -18,6 +18,7 @@ from .ops_bake import (
     estimate_fingerprint,
     kept_work_dir,
 )
+from .ops_import import VBNF_OT_pack_asset, VBNF_OT_reload_asset, VBNF_OT_unpack_asset
 from .work_folder import resume_line
 
 CATEGORY = "VBNF"
@@ -114,8 +115,10 @@ class VIEW3D_PT_vbnf_asset(bpy.types.Panel):  # noqa: N801
 
     def draw(self, context: bpy.types.Context) -> None:
         layout: Any = self.layout
-        settings = context.active_object.vbnf  # type: ignore[union-attr]
+        obj: Any = context.active_object
+        settings = obj.vbnf
         layout.prop(settings, "asset_path", text="")
+        draw_asset_state(layout, obj)
         layout.prop(settings, "lod", slider=True)
         if settings.lod_error:
             layout.label(text=settings.lod_error, icon="ERROR")
@@ -136,6 +139,24 @@ class VIEW3D_PT_vbnf_asset(bpy.types.Panel):  # noqa: N801
             row.label(text=format_bytes(level.bytes))
             row.label(text=format_bytes(level.cumulative_bytes))
         layout.label(text=f"Total {format_bytes(settings.total_bytes)}")
+
+
+def draw_asset_state(layout: Any, obj: bpy.types.Object) -> None:
+    """The asset file's state (changed on disk, missing) with Reload, what the import left
+    out, and whether the asset travels inside the .blend."""
+    state = volume.asset_state(obj)
+    if state:
+        row = layout.row(align=True)
+        row.alert = True
+        row.label(text=state, icon="ERROR")
+        row.operator(VBNF_OT_reload_asset.bl_idname, text="Reload", icon="FILE_REFRESH")
+    warning = obj.vbnf.import_warning  # type: ignore[attr-defined]
+    if warning:
+        layout.label(text=warning, icon="INFO")
+    if volume.packed_bytes(obj) is None:
+        layout.operator(VBNF_OT_pack_asset.bl_idname, icon="PACKAGE")
+    else:
+        layout.operator(VBNF_OT_unpack_asset.bl_idname, icon="UGLYPACKAGE")
 
 
 CLASSES = (VIEW3D_PT_vbnf_bake, VIEW3D_PT_vbnf_asset)

@@ -158,7 +158,8 @@ def _lod_changed(self: AssetProperties, _context: bpy.types.Context | None) -> N
 
     Update callbacks cannot raise to whoever set the value (Blender prints the exception and
     carries on), so a failure, such as an asset file moved away, is kept in ``lod_error`` for
-    the panel and for the importer to report.
+    the panel and for the importer to report, and the slider goes back to the level whose
+    grids are on screen (set without running this callback again).
     """
     if not self.asset_path:
         return
@@ -172,6 +173,8 @@ def _lod_changed(self: AssetProperties, _context: bpy.types.Context | None) -> N
         if not isinstance(error, VbnfError | OSError):
             traceback.print_exc()
         self.lod_error = str(error) or type(error).__name__
+        if self.shown_level >= 0:
+            self["lod"] = self.shown_level
     else:
         self.lod_error = ""
 
@@ -195,6 +198,8 @@ class AssetProperties(bpy.types.PropertyGroup):
     min_level: IntProperty()  # type: ignore[valid-type]
     max_level: IntProperty()  # type: ignore[valid-type]  # finest complete level in the file
     voxel_count: IntProperty(name="Voxels")  # type: ignore[valid-type]  # of the shown level
+    shown_level: IntProperty(default=-1)  # type: ignore[valid-type]  # whose grids are loaded
+    import_warning: StringProperty()  # type: ignore[valid-type]  # levels left out, and why
     total_bytes: IntProperty()  # type: ignore[valid-type]
     header_bytes: IntProperty()  # type: ignore[valid-type]
     store: StringProperty()  # type: ignore[valid-type]

@@ -15,10 +15,16 @@ Without view directions the field is view-averaged: density and colour are the m
 fixed :data:`AVERAGING_DIRECTIONS`. The view encoding enters the hidden layer linearly, so the
 feature part of the hidden layer is computed once and each direction only adds its own
 precomputed ``W_h[:, k:] @ encode(d)`` before the ReLU.
+
+:meth:`NumpyField.query_views` keeps the per-direction values instead of averaging them, and
+:func:`spherical_harmonics` / :func:`project_views` turn them into low-order real spherical
+harmonic coefficients: how the Blender preview keeps view-dependent colour (a gold highlight
+moves with the eye) in a few grids that a volume shader evaluates from the ray direction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +37,49 @@ AVERAGING_DIRECTION_COUNT = 32
 DEFAULT_BATCH_POINTS = 1 << 15
 
 AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT, hemisphere=False)
+
+# Real spherical harmonics up to degree 2 (the usual normalisation, as in graphics' irradiance
+# maps and 3D Gaussian splatting). Each basis function is a constant times a polynomial of the
+# direction, named here in the order Y00, Y1-1, Y10, Y11, Y2-2 .. Y22; a shader that stores the
+# constants with the coefficients only multiplies direction components.
+SH_DEGREE_MAX = 2
+SH_POLYNOMIALS = ("1", "y", "z", "x", "xy", "yz", "3zz-1", "xz", "xx-yy")
+SH_CONSTANTS = np.array(
+    [
+        0.28209479177387814,
+        *[0.4886025119029199] * 3,
+        1.0925484305920792,
+        1.0925484305920792,
+        0.31539156525252005,
+        1.0925484305920792,
+        0.5462742152960396,
+    ]
+)
+
+
+def sh_coefficient_count(degree: int) -> int:
+    return (degree + 1) ** 2
+
+
+def spherical_harmonics(directions: np.ndarray, degree: int) -> np.ndarray:
+    """The real SH basis [D, (degree + 1)^2] at unit directions [D, 3] (degree 0..2)."""
+    if not 0 <= degree <= SH_DEGREE_MAX:
+        raise ValueError(f"spherical harmonics degree {degree} outside 0..{SH_DEGREE_MAX}")
+    x, y, z = np.asarray(directions, dtype=np.float64).reshape(-1, 3).T
+    polynomials = [np.ones_like(x), y, z, x, x * y, y * z, 3.0 * z * z - 1.0, x * z, x * x - y * y]
+    count = sh_coefficient_count(degree)
+    return np.stack(polynomials[:count], axis=-1) * SH_CONSTANTS[:count]
+
+
+def project_views(values: np.ndarray, directions: np.ndarray, degree: int) -> np.ndarray:
+    """Least-squares SH coefficients [B, ...] of ``values`` [D, ...] seen from unit
+    ``directions`` [D, 3]: the low-order function of direction closest to the samples."""
+    basis = spherical_harmonics(directions, degree)
+    if basis.shape[0] < basis.shape[1]:
+        raise ValueError(f"{basis.shape[0]} directions cannot fit {basis.shape[1]} coefficients")
+    solve = np.linalg.pinv(basis).astype(np.float32)  # [B, D]
+    flat = np.asarray(values, dtype=np.float32).reshape(values.shape[0], -1)
+    return (solve @ flat).reshape(basis.shape[1], *values.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -95,11 +144,7 @@ class NumpyField:
         default averages over :data:`AVERAGING_DIRECTIONS`. ``batch_size`` bounds memory: about
         ``batch_size * (hidden width + 8 * feature_dim) * 8`` bytes of temporaries.
         """
-        field = self.field
-        if not field.min_level <= level <= field.max_level:
-            raise ValueError(
-                f"level {level} outside the field's {field.min_level}..{field.max_level}"
-            )
+        self._check_level(level)
         points = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
         unit_directions = None
         if directions is not None:
@@ -117,6 +162,33 @@ class NumpyField:
             density[batch], rgb[batch] = self._evaluate(points[batch], level, views)
         return density, rgb
 
+    def query_views(
+        self,
+        points_world: np.ndarray,
+        level: int,
+        directions: np.ndarray,
+        batch_size: int = DEFAULT_BATCH_POINTS,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Density [D, N] and RGB [D, N, 3] at world points [N, 3] seen along each of the unit
+        ``directions`` [D, 3]: what :meth:`query` averages, kept per direction. The features are
+        interpolated once per point, whatever the number of directions."""
+        self._check_level(level)
+        points = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
+        views = list(self._view_terms(np.asarray(directions, dtype=np.float64).reshape(-1, 3)))
+        density = np.empty((len(views), points.shape[0]), dtype=np.float32)
+        rgb = np.empty((len(views), points.shape[0], 3), dtype=np.float32)
+        for start in range(0, points.shape[0], batch_size):
+            batch = slice(start, start + batch_size)
+            density[:, batch], rgb[:, batch] = self._evaluate_views(points[batch], level, views)
+        return density, rgb
+
+    def _check_level(self, level: int) -> None:
+        field = self.field
+        if not field.min_level <= level <= field.max_level:
+            raise ValueError(
+                f"level {level} outside the field's {field.min_level}..{field.max_level}"
+            )
+
     def _view_terms(self, unit_directions: np.ndarray) -> np.ndarray:
         """The view encoding's contribution to the hidden layer, [N, H]."""
         return encode_view_directions(unit_directions) @ self._view_weight
@@ -124,21 +196,40 @@ class NumpyField:
     def _evaluate(
         self, points: np.ndarray, level: int, views: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Density [N] and RGB [N, 3] averaged over ``views``."""
+        density = np.zeros(points.shape[0], dtype=np.float32)
+        rgb = np.zeros((points.shape[0], 3), dtype=np.float32)
+        for view_density, view_rgb in self._each_view(points, level, views):
+            density += view_density
+            rgb += view_rgb
+        density *= np.float32(1.0 / len(views))
+        rgb *= np.float32(1.0 / len(views))
+        return density, rgb
+
+    def _evaluate_views(
+        self, points: np.ndarray, level: int, views: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Density [V, N] and RGB [V, N, 3], one row per view."""
+        density = np.empty((len(views), points.shape[0]), dtype=np.float32)
+        rgb = np.empty((len(views), points.shape[0], 3), dtype=np.float32)
+        for index, (view_density, view_rgb) in enumerate(self._each_view(points, level, views)):
+            density[index], rgb[index] = view_density, view_rgb
+        return density, rgb
+
+    def _each_view(
+        self, points: np.ndarray, level: int, views: list[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Density [N] and RGB [N, 3] for each view's hidden-layer term in turn."""
         features, inside = self._features(points, level)
         hidden_input = features @ self._feature_weight + self._hidden_bias
         hidden = np.empty_like(hidden_input)
-        density = np.zeros(points.shape[0], dtype=np.float32)
-        rgb = np.zeros((points.shape[0], 3), dtype=np.float32)
         for view in views:
             np.maximum(np.add(hidden_input, view, out=hidden), 0.0, out=hidden)
             # einsum beats BLAS for this 4-wide output by a wide margin
             out = np.einsum("nh,oh->no", hidden, self._output_weight) + self._output_bias
-            density += np.maximum(out[:, 0], 0.0)
-            rgb += 0.5 + 0.5 * np.tanh(0.5 * out[:, 1:4])  # sigmoid, without exp overflow
-        density *= np.float32(1.0 / len(views))
-        rgb *= np.float32(1.0 / len(views))
-        density[~inside] = 0.0
-        return density, rgb
+            density = np.maximum(out[:, 0], 0.0)
+            density[~inside] = 0.0
+            yield density, 0.5 + 0.5 * np.tanh(0.5 * out[:, 1:4])  # sigmoid, no exp overflow
 
     def _features(self, points_world: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
         """Summed trilinear corner features [N, k] of levels ``min_level..level`` and whether

@@ -44,6 +44,7 @@ class ScannedAsset:
     chunks: list[bytes | bytearray]  # stored bytes of the complete chunks read, coarsest first
     requested_levels: int  # how many chunks were asked for (all, or up to a max_level)
     available_bytes: int  # bytes read before the source ended or reading stopped
+    damage: str | None = None  # why reading stopped at a corrupted chunk (keep_intact only)
 
     @property
     def missing_levels(self) -> list[int]:
@@ -55,7 +56,12 @@ class ScannedAsset:
         """Human-readable lines about what the source lacks or what was left unread."""
         notes = []
         missing = self.missing_levels
-        if missing:
+        if missing and self.damage is not None:
+            notes.append(
+                f"{self.damage}: level{'s' if len(missing) > 1 else ''} {_level_span(missing)} "
+                "left out"
+            )
+        elif missing:
             last_missing = self.header.layouts()[missing[-1] - self.header.min_level]
             notes.append(
                 f"truncated: the data ends after {self.available_bytes} bytes; level"
@@ -80,23 +86,29 @@ class AssetContents:
 
 
 def read_asset(
-    source: Source, max_level: int | None = None, memory_budget_bytes: int | None = None
+    source: Source,
+    max_level: int | None = None,
+    memory_budget_bytes: int | None = None,
+    keep_intact: bool = False,
 ) -> AssetContents:
     """Decode ``source`` up to ``max_level`` (default: all levels it has).
 
     A truncated source yields its complete levels, with the rest in ``missing_levels`` and
-    ``notes``; a source without even one complete level raises :class:`AssetError`, and so
-    does one whose levels would need more memory than the budget (see ``budget.py``).
+    ``notes``; so does a corrupted chunk with ``keep_intact`` (else it raises); a source without
+    even one complete level raises :class:`AssetError`, and so does one whose levels would need
+    more memory than the budget (see ``budget.py``).
     """
-    scan = scan_asset(source, max_level, budget.memory_budget_bytes(memory_budget_bytes))
+    scan = scan_asset(
+        source, max_level, budget.memory_budget_bytes(memory_budget_bytes), keep_intact
+    )
     header = scan.header
     if not scan.chunks:
         first = header.layouts()[0]
-        raise AssetError(
-            f"no complete level: the coarsest (level {first.level}) needs "
-            f"{first.cumulative_bytes} bytes, the data has {scan.available_bytes}",
-            scan.name,
+        reason = scan.damage or (
+            f"the coarsest (level {first.level}) needs {first.cumulative_bytes} bytes, the "
+            f"data has {scan.available_bytes}"
         )
+        raise AssetError(f"no complete level: {reason}", scan.name)
     with named_errors(scan.name):
         try:
             field = _decode_field(header, scan.chunks)
@@ -117,9 +129,13 @@ def read_asset(
 
 
 def scan_asset(
-    source: Source, max_level: int | None = None, decode_budget_bytes: int | None = None
+    source: Source,
+    max_level: int | None = None,
+    decode_budget_bytes: int | None = None,
+    keep_intact: bool = False,
 ) -> ScannedAsset:
-    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs.
+    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs; with
+    ``keep_intact`` a corrupted chunk ends the scan (``damage`` says why) instead of raising.
 
     With ``decode_budget_bytes`` the levels to decode (those the source is long enough to hold)
     are first checked against that memory budget, before a single chunk byte is read."""
@@ -140,20 +156,26 @@ def scan_asset(
             ]
             budget.check_budget(header, present, decode_budget_bytes)
         chunks = []
+        damage = None
         for entry in requested:
             stored = reader.read(entry.stored_bytes)
             if len(stored) < entry.stored_bytes:
                 break
             computed_crc = zlib.crc32(stored)
             if computed_crc != entry.crc32:
-                raise AssetError(
+                damage = (
                     f"level {entry.level} chunk is corrupted (CRC-32 {computed_crc:08x}, "
                     f"chunk table says {entry.crc32:08x})"
                 )
+                if not keep_intact:
+                    raise AssetError(damage)
+                break
             chunks.append(stored)
         if len(chunks) == len(header.chunks) and reader.read(1):
             raise AssetError(f"unexpected data after the last chunk (byte {header.total_bytes})")
-        return ScannedAsset(name, header, chunks, len(requested), reader.consumed_bytes)
+        return ScannedAsset(
+            name, header, chunks, len(requested), reader.consumed_bytes, damage=damage
+        )
 
 
 @contextmanager

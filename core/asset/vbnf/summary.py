@@ -15,7 +15,7 @@ from .reader import Source, named_errors, scan_asset
 from .spec import role_bytes
 
 
-def asset_info(source: Source) -> dict[str, Any]:
+def asset_info(source: Source, keep_intact: bool = False) -> dict[str, Any]:
     """Sizes, per-level byte split and compression ratios of ``source`` (JSON-ready).
 
     Each level's ``bytes`` is what the file stores (after its codec); ``structure_bytes``,
@@ -23,8 +23,10 @@ def asset_info(source: Source) -> dict[str, Any]:
     ``raw_bytes``; ``stored_structure_bytes`` and ``stored_index_bytes`` say what the first two
     take in the file (they differ for the ``rans`` codec). ``cumulative_bytes`` counts the
     header and every chunk up to that level: the bytes to stream before that level can be drawn.
+    ``keep_intact``: a corrupted chunk is reported in ``warnings`` (its level and the finer ones
+    not ``present``) instead of raising.
     """
-    scan = scan_asset(source)
+    scan = scan_asset(source, keep_intact=keep_intact)
     header = scan.header
     layouts = header.layouts()
     with named_errors(scan.name):
