@@ -547,13 +547,13 @@ def test_a_resumed_bake_plans_its_capture_once_unless_the_scene_may_have_changed
     kept = _view_files(work_dir)
     capture = extension.capture
     plans: list[Any] = []
-    plan = capture._plan
+    plan = capture.make_plan
 
     def counted_plan(*args: Any) -> Any:
         plans.append(args)
         return plan(*args)
 
-    monkeypatch.setattr(capture, "_plan", counted_plan)
+    monkeypatch.setattr(capture, "make_plan", counted_plan)
 
     def capture_plans(start: Callable[[Any], None]) -> int:
         """How often a bake started by ``start`` planned the capture, which kept the view."""
@@ -794,8 +794,10 @@ def test_the_asset_digest_is_remembered_until_the_file_is_rewritten(
     asset.write_bytes(b"first version")
     first = volume.asset_digest(asset)
     reads: list[Path] = []
-    read_file = volume._read_file
-    monkeypatch.setattr(volume, "_read_file", lambda path: reads.append(path) or read_file(path))
+    read_file = volume.read_asset_file
+    monkeypatch.setattr(
+        volume, "read_asset_file", lambda path: reads.append(path) or read_file(path)
+    )
     assert volume.asset_digest(asset) == first and reads == []  # not hashed again
     extension.engine.atomic_write_bytes(asset, b"second version")
     second = volume.asset_digest(asset)

@@ -213,7 +213,7 @@ class CaptureJob:
         plan = self._given_plan
         self._given_plan = None  # used once: entering again must see the scene as it is then
         if plan is None:
-            plan = _plan(self.scene, self._view_layer, self.settings, self._selection)
+            plan = make_plan(self.scene, self._view_layer, self.settings, self._selection)
         self._staging = _prepare_output(self.out_dir)
         try:
             self._views = plan.views
@@ -328,7 +328,7 @@ def plan_capture(
 ) -> CapturePlan:
     """The plan a capture of ``scene`` would make now, made without changing the scene."""
     selection = None if objects is None else list(objects)
-    return _plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
+    return make_plan(scene, _render_view_layer(scene), settings or CaptureSettings(), selection)
 
 
 def kept_views(
@@ -365,13 +365,14 @@ def capture_dataset(
     return job.out_dir
 
 
-def _plan(
+def make_plan(
     scene: bpy.types.Scene,
     view_layer: bpy.types.ViewLayer,
     settings: CaptureSettings,
     selection: list[bpy.types.Object] | None,
 ) -> CapturePlan:
-    """Frame the targets and place the cameras; reads the scene, changes nothing in it."""
+    """Frame the targets and place the cameras; reads the scene, changes nothing in it. The one
+    place a plan is made, for :class:`CaptureJob` and :func:`plan_capture` alike."""
     # Objects linked since the last update are not yet in the view layer or its depsgraph.
     view_layer.update()
     targets = _target_objects(scene, view_layer, selection)

@@ -70,7 +70,7 @@ def asset_digest(path: Path) -> str:
     digest = _digests.get(_file_key(path, path.stat()))
     if digest is not None:
         return digest
-    data, stat = _read_file(path)
+    data, stat = read_asset_file(path)
     return _remember_digest(path, stat, data)
 
 
@@ -92,7 +92,7 @@ def bytes_digest(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
-def _read_file(path: Path) -> tuple[bytes, os.stat_result]:
+def read_asset_file(path: Path) -> tuple[bytes, os.stat_result]:
     """The file's bytes and the stat of the file they were read from (taken from the open
     file, so that they belong together even if the path is replaced meanwhile)."""
     with open(path, "rb") as stream:
@@ -117,7 +117,7 @@ def asset_bytes(obj: bpy.types.Object) -> bytes:
     path = asset_file(obj)
     if not path.is_file():
         raise VbnfError("the asset file is missing (pack it to carry it inside the .blend)", path)
-    data, stat = _read_file(path)
+    data, stat = read_asset_file(path)
     if _remember_digest(path, stat, data) != obj.vbnf.asset_digest:  # type: ignore[attr-defined]
         raise VbnfError("the asset changed on disk since it was imported: reload it", path)
     return data
@@ -203,7 +203,7 @@ def attach_asset(
     stat = None
     if data is None:
         try:
-            data, stat = _read_file(path)  # read once, for the summary and the digest
+            data, stat = read_asset_file(path)  # read once, for the summary and the digest
         except OSError as error:  # in the words of the engine's reader
             raise AssetError(f"cannot open ({error.strerror})", path) from error
     try:
