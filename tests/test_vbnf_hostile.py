@@ -228,4 +228,4 @@ def test_extreme_normalisation_is_refused(offset: int, value: float) -> None:
     struct.pack_into("<d", mutated, offset, value)
     with pytest.raises(AssetError, match="normalisation"):
         read_asset(reseal(mutated, header_bytes, table, ends))
-    assert PREFIX.size == 48  # the offsets above are the prefix's scale and offset fields
+    assert PREFIX.size == 49  # the offsets above are its scale and offset fields (48: mlp_bits)
