@@ -34,17 +34,13 @@ import torch
 from kernel_host import GXX, host_launch, host_pointer
 
 from core.asset.octree import SparseOctree
-from core.neural.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
+from core.neural.field import TORCH_GATHER, FieldConfig, RadianceField, TrainableStore
+from core.neural.render.accel import LevelIndex, OctreeAccel
+from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu import ops
-from core.neural.render.gpu.backend import (
-    cupy_backend,
-    cupy_unavailable_reason,
-    select_backend,
-    torch_backend,
-)
-from core.neural.render.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
+from core.neural.render.gpu.backend import cupy_backend, cupy_unavailable_reason
 from core.neural.render.gpu.kernels import import_cupy
-from core.neural.render.raymarch import OctreeTracer, PackedSamples, composite, sample_hits
+from core.neural.render.raymarch import PackedSamples, composite, sample_hits
 from core.neural.render.renderer import (
     DEFAULT_TERMINATION,
     RayBatch,
@@ -137,27 +133,27 @@ def make_rays(device: torch.device, count: int, seed: int) -> tuple[torch.Tensor
 def test_trace_matches_torch_exactly(
     device: torch.device, octree: SparseOctree, level: int
 ) -> None:
-    tracer = OctreeTracer(octree, level).to(device)
+    accel = OctreeAccel(octree, level, level).to(device)
     origins, directions = make_rays(device, 4096, seed=0)
-    expected = tracer(origins, directions)
-    actual = ops.trace(tracer, origins, directions)
+    expected = accel.raytrace(origins, directions)
+    actual = ops.trace(accel, origins, directions)
     assert expected.ray_index.numel() > 0
     for name in ("ray_index", "cell_index", "t_in", "t_out"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
 
 def test_trace_with_no_rays_and_no_hits(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     empty = torch.zeros(0, 3, device=device)
-    assert ops.trace(tracer, empty, empty).ray_index.numel() == 0
+    assert ops.trace(accel, empty, empty).ray_index.numel() == 0
     away = torch.tensor([[3.0, 3.0, 3.0]], device=device)
-    assert ops.trace(tracer, away, away).ray_index.numel() == 0
+    assert ops.trace(accel, away, away).ray_index.numel() == 0
 
 
 def test_bin_centre_samples_match_torch_exactly(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 2048, seed=1)
-    hits = tracer(origins, directions)
+    hits = accel.raytrace(origins, directions)
     expected = sample_hits(hits, origins, directions, None)
     actual = ops.sample(hits, origins, directions, None)
     for name in ("ray_index", "t", "step", "points"):
@@ -165,9 +161,9 @@ def test_bin_centre_samples_match_torch_exactly(device: torch.device, octree: Sp
 
 
 def test_jittered_samples_are_stratified(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 2048, seed=2)
-    hits = tracer(origins, directions)
+    hits = accel.raytrace(origins, directions)
     samples = ops.sample(hits, origins, directions, torch.Generator().manual_seed(5))
     reference = sample_hits(hits, origins, directions, None)
     assert torch.equal(samples.ray_index, reference.ray_index)
@@ -191,9 +187,9 @@ def composite_inputs(
     device: torch.device, octree: SparseOctree, seed: int
 ) -> tuple[PackedSamples, torch.Tensor, torch.Tensor, int]:
     """Bin-centre samples of random rays with dense, partly opaque random media."""
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 3000, seed=seed)
-    samples = sample_hits(tracer(origins, directions), origins, directions, None)
+    samples = sample_hits(accel.raytrace(origins, directions), origins, directions, None)
     generator = torch.Generator(device=device).manual_seed(seed)
     count = samples.t.numel()
     density = torch.relu(torch.randn(count, device=device, generator=generator) * 30.0)
@@ -291,8 +287,10 @@ def gather_points(device: torch.device, octree: SparseOctree, seed: int) -> torc
     """Samples along random rays (mostly in allocated cells), every 7th pushed out of the cube,
     plus points on the cube's faces and corners, where cells clamp."""
     origins, directions = make_rays(device, 2048, seed=seed)
-    tracer = OctreeTracer(octree, 3).to(device)
-    points = sample_hits(tracer(origins, directions), origins, directions, None).points.clone()
+    accel = OctreeAccel(octree, 3, 3).to(device)
+    points = sample_hits(
+        accel.raytrace(origins, directions), origins, directions, None
+    ).points.clone()
     points[::7] *= 1.5
     faces = torch.tensor(
         [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -0.3, 0.2], [0.0, 0.0, 0.0], [-1.0, 0.6, 1.0]],
@@ -375,10 +373,9 @@ def test_early_exit_render_matches_torch(
     device: torch.device, octree: SparseOctree, density_bias: float, lod: int
 ) -> None:
     field = make_field(device, octree, "codebook", density_bias)
-    tracer = OctreeTracer(octree, 3).to(device)
     rays = make_batch(device, 4096, seed=11)
-    expected = render_rays_early_exit(field, tracer, rays, lod, DEFAULT_TERMINATION)
-    actual = render_cupy_early_exit(field, tracer, rays, lod, DEFAULT_TERMINATION)
+    expected = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, torch_backend())
+    actual = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, cupy_backend())
     assert float(expected[1].max()) > 0.0
     for got, want in zip(actual, expected, strict=True):
         error = (got - want).abs().reshape(len(rays), -1).amax(dim=1)
@@ -396,14 +393,13 @@ def test_training_render_gradients_match_between_backends(
         assert select_backend("cupy", device).name == "cupy"
         assert select_backend("auto", device).name == "cupy"
     field = make_field(device, octree, "codebook", 5.0).train()
-    tracer = OctreeTracer(octree, 3).to(device)
     rays = make_batch(device, 2048, seed=12)
     generator = torch.Generator(device=device).manual_seed(1)
     target = torch.rand(len(rays), 4, device=device, generator=generator)
     gradients = []
     for backend in (torch_backend(), cupy_backend()):
         field.zero_grad(set_to_none=True)
-        colour, alpha = render_rays(field, tracer, rays, 3, None, backend)
+        colour, alpha = render_rays(field, rays, 3, None, backend)
         loss = ((torch.cat([colour, alpha[:, None]], 1) - target) ** 2).mean()
         loss.backward()
         gradients.append([p.grad.clone() for p in field.parameters() if p.grad is not None])

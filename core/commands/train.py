@@ -14,7 +14,7 @@ from ..data.dataset import Split, load_split
 from ..errors import TrainingCancelled, VbnfError
 from ..neural.evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..neural.field import FieldConfig, RadianceField, TrainableStore
-from ..neural.render.gpu.backend import BACKEND_CHOICES, Backend, require_device
+from ..neural.render.backend import BACKEND_CHOICES, Backend, require_device
 from ..neural.trainer import TrainOptions, prepare_run
 from ..progress import ProgressReporter
 from ..run_layout import ASSET_NAME, METRICS_NAME

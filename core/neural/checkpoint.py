@@ -47,6 +47,7 @@ def save_checkpoint(
         "scale": field_model.scale,
         "offset": field_model.offset.tolist(),
         "model": field_model.state_dict(),
+        "occupancy": field_model.accel.occupancy.state(),
         "optimizer": optimizer.state_dict(),
         "state": state.__dict__,
         "train_options": train_options,
@@ -83,6 +84,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
     octree = SparseOctree.from_finest_cells(payload["finest_cells"].numpy(), config.max_level)
     field_model = RadianceField(octree, config, payload["scale"], np.asarray(payload["offset"]))
     field_model.load_state_dict(payload["model"])
+    if "occupancy" in payload:  # absent in checkpoints written before empty-space skipping
+        try:
+            field_model.accel.occupancy.load_state(payload["occupancy"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise VbnfError(f"damaged occupancy state ({error})", path) from error
     return LoadedCheckpoint(
         field_model.to(device),
         payload["optimizer"],
