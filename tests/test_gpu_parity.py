@@ -40,6 +40,7 @@ from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu import ops
 from core.neural.render.gpu.backend import cupy_backend, cupy_unavailable_reason
 from core.neural.render.gpu.kernels import import_cupy
+from core.neural.render.occupancy import EMPTY_CHECKS
 from core.neural.render.raymarch import PackedSamples, composite, sample_hits
 from core.neural.render.renderer import (
     DEFAULT_TERMINATION,
@@ -245,15 +246,27 @@ def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) 
 
 
 def make_field(
-    device: torch.device, octree: SparseOctree, store: TrainableStore, density_bias: float
+    device: torch.device,
+    octree: SparseOctree,
+    store: TrainableStore,
+    density_bias: float,
+    culled: bool = False,
 ) -> RadianceField:
-    """A random field; a large density bias makes rays opaque within a voxel or two."""
+    """A random field; a large density bias makes rays opaque within a voxel or two.
+    ``culled``: its occupancy grids are checked and cull part of the space."""
     torch.manual_seed(0)
     config = FieldConfig(min_level=3, max_level=MAX_LEVEL, feature_dim=8, store=store)
     field = RadianceField(octree, config, 1.0, np.zeros(3))
     with torch.no_grad():
         field.output.bias[0] = density_bias
-    return field.to(device).eval()
+    field = field.to(device).eval()
+    if culled:
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(EMPTY_CHECKS):
+            field.check_occupancy(generator)
+        grids = [field.accel.occupancy.grid(lod) for lod in range(config.num_lods)]
+        assert not all(bool(grid.occupied.all()) for grid in grids), "nothing culled"
+    return field
 
 
 def make_batch(device: torch.device, count: int, seed: int) -> RayBatch:
@@ -367,12 +380,12 @@ def test_training_feature_gather_matches_field(
             assert_gradient_close(got_grad, want_grad)
 
 
-@pytest.mark.parametrize("density_bias", [0.0, 40.0])
+@pytest.mark.parametrize(("density_bias", "culled"), [(0.0, False), (40.0, False), (-0.3, True)])
 @pytest.mark.parametrize("lod", [0, 3])
 def test_early_exit_render_matches_torch(
-    device: torch.device, octree: SparseOctree, density_bias: float, lod: int
+    device: torch.device, octree: SparseOctree, density_bias: float, culled: bool, lod: int
 ) -> None:
-    field = make_field(device, octree, "codebook", density_bias)
+    field = make_field(device, octree, "codebook", density_bias, culled)
     rays = make_batch(device, 4096, seed=11)
     expected = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, torch_backend())
     actual = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, cupy_backend())
@@ -385,14 +398,15 @@ def test_early_exit_render_matches_torch(
         assert float((error > 1e-5).float().mean()) <= 1e-3
 
 
+@pytest.mark.parametrize(("density_bias", "culled"), [(5.0, False), (-0.3, True)])
 def test_training_render_gradients_match_between_backends(
-    device: torch.device, octree: SparseOctree
+    device: torch.device, octree: SparseOctree, density_bias: float, culled: bool
 ) -> None:
     if device.type == "cuda":
         assert cupy_unavailable_reason(device) is None  # says which kernel fails to compile
         assert select_backend("cupy", device).name == "cupy"
         assert select_backend("auto", device).name == "cupy"
-    field = make_field(device, octree, "codebook", 5.0).train()
+    field = make_field(device, octree, "codebook", density_bias, culled).train()
     rays = make_batch(device, 2048, seed=12)
     generator = torch.Generator(device=device).manual_seed(1)
     target = torch.rand(len(rays), 4, device=device, generator=generator)
