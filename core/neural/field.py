@@ -40,7 +40,7 @@ from .render.accel import LevelIndex, OctreeAccel
 
 TrainableStore = Literal["dense", "codebook", "hashed"]
 HIDDEN_DIM = 128
-DECODE_CHUNK_ROWS = 1 << 15
+DECODE_CHUNK_ROWS = 1 << 13  # interpolation + MLP of 154k samples: 0.66x one block
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,20 @@ class RadianceField(nn.Module):
         for renders that shade many batches with one decoding), the level's table is read
         directly. Points in unallocated cells get zero weights, hence zero features.
         """
+        lookups, inside = self._lookups(points, lod, gather, tables)
+        return self._interpolated(lookups, slice(None), gather), inside
+
+    def _lookups(
+        self,
+        points: torch.Tensor,
+        lod: int,
+        gather: FeatureGather,
+        tables: Sequence[torch.Tensor] | None,
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per level (weights [N, 8], rows [N, 8] into the table, table), and ``inside``."""
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
-        total = points.new_zeros(points.shape[0], self.config.feature_dim)
+        lookups = []
         inside: torch.Tensor | None = None  # set by level 0, which every lod includes
         for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
             cell, corner_ids, weights = gather.corners(index, points)
@@ -205,11 +216,25 @@ class RadianceField(nn.Module):
                 inside = cell >= 0
             if tables is None:
                 rows, local_ids = touched_rows(corner_ids, index.num_corners)
-                total = total + gather.interpolate(weights, local_ids, store(rows))
+                lookups.append((weights, local_ids, store(rows)))
             else:
-                total = total + gather.interpolate(weights, corner_ids, tables[depth])
+                lookups.append((weights, corner_ids, tables[depth]))
         assert inside is not None
-        return total, inside
+        return lookups, inside
+
+    def _interpolated(
+        self,
+        lookups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        rows: slice,
+        gather: FeatureGather,
+    ) -> torch.Tensor:
+        """Summed level features of the points at ``rows``, coarsest level first."""
+        total: torch.Tensor | None = None
+        for weights, ids, table in lookups:
+            level = gather.interpolate(weights[rows], ids[rows], table)
+            total = level if total is None else total + level
+        assert total is not None
+        return total
 
     def corner_tables(self, lod: int) -> list[torch.Tensor]:
         """Decoded features [M, k] of every corner of levels ``0..lod`` (for VQ-AD, one argmax
@@ -230,9 +255,23 @@ class RadianceField(nn.Module):
         tables: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions;
-        ``gather`` and ``tables`` as in :meth:`features`."""
-        features, inside = self.features(points, lod, gather, tables)
-        density, rgb = self.decode(features, directions)
+        ``gather`` and ``tables`` as in :meth:`features`.
+
+        Cells, corners and the touched rows of each level's store are found for all points
+        at once (the VQ-AD softmax runs once per touched row); interpolation and the decoder
+        MLP then run in chunks of ``DECODE_CHUNK_ROWS`` points, so their temporaries fit the
+        cache (see :meth:`decode`)."""
+        lookups, inside = self._lookups(points, lod, gather, tables)
+        count = points.shape[0]
+        parts = [
+            self._decode(self._interpolated(lookups, rows, gather), directions[rows])
+            for rows in (
+                slice(start, start + DECODE_CHUNK_ROWS)
+                for start in range(0, max(count, 1), DECODE_CHUNK_ROWS)
+            )
+        ]
+        density = torch.cat([part[0] for part in parts])
+        rgb = torch.cat([part[1] for part in parts])
         return density * inside, rgb
 
     def decode(
@@ -241,7 +280,8 @@ class RadianceField(nn.Module):
         """The shared MLP on summed level features and unit view directions, in chunks of
         ``DECODE_CHUNK_ROWS`` rows: on [155k, 128] temporaries ``addmm`` ran at 19 GFLOP/s on
         one CPU thread, on 32k-row chunks at 77, and forward + backward took 0.58x the time.
-        Each chunk is its own small graph, so the backward runs chunk by chunk as well."""
+        Each chunk is its own small graph, so the backward runs chunk by chunk as well; the
+        results are the same (the rows do not interact)."""
         if features.shape[0] <= DECODE_CHUNK_ROWS:
             return self._decode(features, directions)
         parts = [
