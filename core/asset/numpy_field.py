@@ -41,9 +41,9 @@ class _LevelTable:
     imported asset costs Blender about what it costs on disk."""
 
     level: int
-    table: np.ndarray  # [rows, k] float32: the codebook, or one feature vector per corner
-    cell_rows: np.ndarray  # [cells, 8] row of ``table`` for each corner of each cell
-    grid: CellGrid  # integer cell -> cell index, without search
+    table: np.ndarray  # [rows + 1, k] float32: the codebook, or one vector per corner; then 0
+    cell_rows: np.ndarray  # [1 + cells, 8] row of each corner of each cell; first: the 0 row
+    grid: CellGrid  # integer cell -> 1 + cell index (0: none), without search
 
     @classmethod
     def of(cls, level: LevelData, octree: SparseOctree) -> _LevelTable:
@@ -52,13 +52,17 @@ class _LevelTable:
         cell_corners = octree.cell_corners(level.level)
         if rows is None:
             table = level.corner_features(corners)
-            cell_rows = cell_corners.astype(np.min_scalar_type(max(corners.shape[0] - 1, 0)))
         else:
             table = level.codebook  # type: ignore[assignment]
-            small = rows.astype(np.min_scalar_type(max(int(table.shape[0]) - 1, 0)))
-            cell_rows = np.take(small, cell_corners)
+            cell_corners = np.take(rows, cell_corners)
+        # Unallocated cells (lookup 0) read row 0 of ``cell_rows``, whose corners all point at
+        # the zero row appended to the table: no masks on the way.
+        zero_row = int(table.shape[0])
+        cell_rows = np.concatenate([np.full((1, 8), zero_row), cell_corners])
+        cell_rows = cell_rows.astype(np.min_scalar_type(zero_row))
+        table = np.concatenate([np.asarray(table, np.float32), np.zeros((1, table.shape[1]))])
         grid = octree.cell_grid(level.level)
-        return cls(level.level, np.asarray(table, np.float32), cell_rows, grid)
+        return cls(level.level, table.astype(np.float32), cell_rows, grid)
 
     def features(self, normalized: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Trilinear features [N, k] (float32) of normalised points at this level, 0 where the
@@ -71,11 +75,11 @@ class _LevelTable:
         local = (scaled - cell_coords).astype(np.float32)
         grid = self.grid
         cell = lookup_cells(grid.root, grid.bricks, self.level, cell_coords.astype(np.int64))
-        allocated = (cell > 0) & inside
-        rows = np.take(self.cell_rows, np.where(allocated, cell - 1, 0), axis=0)  # [N, 8]
+        cell *= inside
+        rows = np.take(self.cell_rows, cell, axis=0)  # [N, 8]
         x, y, z = (np.stack([1.0 - local[:, axis], local[:, axis]], 1) for axis in range(3))
         weights = ((x[:, :, None] * y[:, None, :]).reshape(-1, 4, 1) * z[:, None, :]).reshape(-1, 8)
-        weights *= allocated[:, None]
+        allocated = cell > 0
         # np.take: the same gather as fancy indexing, about twice as fast
         return np.einsum("nc,nck->nk", weights, np.take(self.table, rows, axis=0)), allocated
 
