@@ -1,6 +1,7 @@
 """The torch and CuPy backends side by side, in one process, on the built-in synthetic scene.
 
     python -m bench.gpu_backends [--device cuda] [--budget-s 120] [--json out.json]
+    python -m bench.gpu_backends --profile-steps 5 [--json profile.json]  # GPU-busy vs wall
     python -m bench.gpu_backends --quick   # seconds on a CPU: torch only, tiny sizes
 
 Per backend it prints: rays/s of traversal + sampling + compositing (forward, and forward and
@@ -8,9 +9,12 @@ backward, with random densities standing in for the field), the training step ti
 seconds until the test views reach ``--target-db`` PSNR at the finest level (evaluation time
 not counted), frames per second of a 1280x720 early-exit render of the trained field, and peak
 GPU memory (``torch.cuda.max_memory_allocated`` above what was allocated before) of training
-at b = 4, 6 and 8. The cupy columns appear where ``--backend cupy`` can run: the second one
-swaps the fused feature-gather kernels for torch's gather (step time and memory only), to show
-what fusing the gather buys. Figures only; nothing is asserted.
+at the finest level at b = 4, 6 and 8. The cupy columns appear where ``--backend cupy`` can
+run (the reason is printed first where it cannot): the second one swaps the fused
+feature-gather kernels for torch's gather (step time and memory only), to show what fusing the
+gather buys. The cupy columns come first, the torch reference last, and each figure is printed
+and written to ``--json`` as soon as it is measured, so a timeout or an error in one variant
+loses nothing measured before it. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.atomic import atomic_path
 from core.data.dataset import Intrinsics, Split, load_split
 from core.data.synthetic import write_synthetic_dataset
 from core.metrics import over_white, premultiply, psnr
@@ -62,10 +68,10 @@ class Variant:
 TORCH = "torch"
 CUPY = "cupy"
 CUPY_TORCH_GATHER = "cupy, torch gather"
-VARIANTS = {
-    TORCH: Variant(TORCH),
+VARIANTS = {  # the kernels' figures first: the torch reference's train-to-target is the longest
     CUPY: Variant(CUPY),
     CUPY_TORCH_GATHER: Variant(CUPY, torch_gather=True, full=False),
+    TORCH: Variant(TORCH),
 }
 
 
@@ -254,15 +260,22 @@ def render_fps(trainer: Trainer, test: Split, settings: Settings) -> float:
 def peak_training_memory_mb(
     data: Path, train: Split, settings: Settings, variant: Variant, bits: int
 ) -> float:
-    """Peak CUDA memory of building a trainer and running 3 steps, above the memory in use
-    before (so earlier measurements in this process do not count)."""
+    """Peak CUDA memory of training at the finest level, above the memory in use before the
+    trainer is built (so earlier measurements in this process do not count): the field, the
+    training rays, Adam's state (which the first step creates, so that step, at any level,
+    comes before the peak is reset) and two steps at the finest level, where the most samples
+    meet the most levels."""
     gc.collect()
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(settings.device)
-    torch.cuda.reset_peak_memory_stats(settings.device)
     trainer = make_trainer(data, train, settings, variant, bits)
     generator = torch.Generator().manual_seed(2)
-    for _ in range(3):
+    train_step(trainer, generator)
+    num_lods = trainer.field.config.num_lods
+    trainer.lod_weights = torch.zeros(num_lods, dtype=torch.float64)
+    trainer.lod_weights[-1] = 1.0  # every step draws the finest level
+    torch.cuda.reset_peak_memory_stats(settings.device)
+    for _ in range(2):
         train_step(trainer, generator)
     peak = torch.cuda.max_memory_allocated(settings.device) - baseline
     del trainer
@@ -271,26 +284,109 @@ def peak_training_memory_mb(
     return peak / 2**20
 
 
-def measure(variant: Variant, data: Path, train: Split, test: Split, settings: Settings) -> dict:
-    figures: dict[str, object] = {}
-    for bits in settings.bitwidths:
-        figures[f"peak_memory_mb_b{bits}"] = peak_training_memory_mb(
-            data, train, settings, variant, bits
-        )
+class Recorder:
+    """The figures of every variant as they are measured: each one is printed at once and the
+    JSON file (if any) rewritten atomically, so a timeout or a crash loses nothing before it."""
+
+    def __init__(self, path: Path | None, header: dict[str, object]) -> None:
+        self.path = path
+        self.header = header
+        self.results: dict[str, dict[str, object]] = {}
+
+    def record(self, variant: str, key: str, value: object) -> None:
+        self.results.setdefault(variant, {})[key] = value
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        print(f"[{variant}] {key}: {shown}", flush=True)
+        if self.path is not None:
+            with atomic_path(self.path) as temporary:
+                text = json.dumps({**self.header, "results": self.results}, indent=2)
+                temporary.write_text(text, encoding="utf-8")
+
+
+def measure(
+    name: str, data: Path, train: Split, test: Split, settings: Settings, recorder: Recorder
+) -> None:
+    """The figures of variant ``name``, cheapest first."""
+    variant = VARIANTS[name]
+
+    def record(key: str, value: object) -> None:
+        recorder.record(name, key, value)
+
     trainer = make_trainer(data, train, settings, variant, settings.config.bitwidth)
     generator = torch.Generator().manual_seed(3)
     train_step(trainer, generator)
-    figures["step_ms"] = 1e3 * statistics.median(
-        train_step(trainer, generator) for _ in range(settings.repeats)
+    record(
+        "step_ms",
+        1e3 * statistics.median(train_step(trainer, generator) for _ in range(settings.repeats)),
     )
+    if variant.full:
+        record("pipeline_forward_rays_per_s", pipeline_rays_per_s(trainer, settings, False))
+        record("pipeline_backward_rays_per_s", pipeline_rays_per_s(trainer, settings, True))
+    for bits in settings.bitwidths:
+        record(f"peak_memory_mb_b{bits}", peak_training_memory_mb(data, train, settings,
+                                                                  variant, bits))  # fmt: skip
     if not variant.full:
-        return figures
-    figures["pipeline_forward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, False)
-    figures["pipeline_backward_rays_per_s"] = pipeline_rays_per_s(trainer, settings, True)
+        return
     reached_s, best_db, spent_s = train_to_target(trainer, test, settings)
-    figures.update(seconds_to_target=reached_s, best_test_psnr_db=best_db, trained_s=spent_s)
-    figures["render_fps"] = render_fps(trainer, test, settings)
-    return figures
+    record("seconds_to_target", reached_s)
+    record("best_test_psnr_db", best_db)
+    record("trained_s", spent_s)
+    record("render_fps", render_fps(trainer, test, settings))
+
+
+def gpu_busy_us(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: GPU activity on several streams at
+    once counts once."""
+    busy, reached = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reached:
+            busy += end - max(start, reached)
+            reached = end
+    return busy
+
+
+def profile(
+    name: str, data: Path, train: Split, settings: Settings, steps: int, recorder: Recorder
+) -> None:
+    """GPU-busy time against wall time over ``steps`` training steps of variant ``name``, and
+    the kernels that take the most GPU time. torch's profiler records every kernel of the
+    process through CUPTI, the CuPy ones included."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    trainer = make_trainer(data, train, settings, VARIANTS[name], settings.config.bitwidth)
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(2):  # compilation, allocator growth, Adam's state
+        train_step(trainer, generator)
+    synchronize(settings.device)
+    activities = [ProfilerActivity.CPU]
+    if settings.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch_profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        for _ in range(steps):
+            train_step(trainer, generator)
+        synchronize(settings.device)
+        wall_s = time.perf_counter() - started
+    device_events = [e for e in profiler.events() if e.device_type == DeviceType.CUDA]
+    busy_us = gpu_busy_us([(e.time_range.start, e.time_range.end) for e in device_events])
+    per_kernel: dict[str, list[float]] = {}
+    for event in device_events:
+        calls_and_us = per_kernel.setdefault(event.name, [0, 0.0])
+        calls_and_us[0] += 1
+        calls_and_us[1] += event.time_range.end - event.time_range.start
+    top = sorted(per_kernel.items(), key=lambda item: -item[1][1])[:10]
+    recorder.record(name, "profiled_steps", steps)
+    recorder.record(name, "wall_ms_per_step", 1e3 * wall_s / steps)
+    recorder.record(name, "gpu_busy_ms_per_step", 1e-3 * busy_us / steps)
+    recorder.record(name, "gpu_busy_fraction", 1e-6 * busy_us / wall_s)
+    recorder.record(
+        name, "top_kernels", [[kernel, int(calls), us / steps] for kernel, (calls, us) in top]
+    )
+    print(f"{name}: top kernels per step (of {1e-3 * busy_us / steps:.3g} ms GPU-busy)")
+    for kernel, (calls, us) in top:
+        print(f"  {us / steps / 1e3:9.3f} ms {calls / steps:6.1f} calls  {kernel[:90]}")
 
 
 def describe(settings: Settings, columns: list[str], train_rays: int) -> str:
@@ -347,6 +443,8 @@ def table(results: dict[str, dict], settings: Settings) -> str:
         lines.append(
             f"{label:<44}" + "".join(f"{cell(figures):>24}" for figures in results.values())
         )
+    lines += [f"{name} stopped: {figures['error']}" for name, figures in results.items()
+              if "error" in figures]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -366,31 +464,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-interval-s", type=float, default=2.0)
     parser.add_argument("--target-db", type=float, default=30.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--variants",
+        type=lambda text: text.split(","),
+        default=list(VARIANTS),
+        help=f"comma-separated, in this order (default: {','.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--scene", type=Path, help="write the synthetic scene here, or reuse it if already there"
+    )
+    parser.add_argument(
+        "--profile-steps", type=int, default=0, help="instead: profile this many training steps"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def scene(folder: Path | None, settings: Settings) -> Path:
+    """The synthetic dataset in ``folder`` (written unless it is already complete there)."""
+    if folder is not None and (folder / "transforms_test.json").is_file():
+        return folder
+    folder = folder or Path(tempfile.mkdtemp(prefix="vbnf_bench_scene_"))
+    return write_synthetic_dataset(
+        folder, settings.views, settings.test_views, settings.resolution_px
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
     args = parse_args(argv)
     settings = settings_from(args)
     reason = cupy_unavailable_reason(settings.device)
-    columns = list(VARIANTS) if reason is None else [TORCH]
-    data = write_synthetic_dataset(
-        Path(tempfile.mkdtemp(prefix="vbnf_bench_scene_")),
-        settings.views,
-        settings.test_views,
-        settings.resolution_px,
-    )
-    train, test = load_split(data, "train"), load_split(data, "test")
-    for name in columns:
-        select_backend(VARIANTS[name].backend, settings.device)  # compile before any clock runs
-    results = {name: measure(VARIANTS[name], data, train, test, settings) for name in columns}
-    print(describe(settings, columns, int(train.rgba[..., 0].size)))
     if reason is not None:
-        print(f"cupy backend not measured: {reason}")
-    print(table(results, settings))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"settings": repr(settings), "results": results}, indent=2))
-    return results
+        print(f"cupy backend not measured: {reason}", flush=True)
+    names = [name for name in args.variants if reason is None or VARIANTS[name].backend != CUPY]
+    data = scene(args.scene, settings)
+    train, test = load_split(data, "train"), load_split(data, "test")
+    print(describe(settings, names, int(train.rgba[..., 0].size)), flush=True)
+    recorder = Recorder(args.json, {"settings": repr(settings), "cupy_unavailable": reason})
+    for name in names:
+        started = time.perf_counter()
+        try:
+            select_backend(VARIANTS[name].backend, settings.device)  # compile before any clock
+            if args.profile_steps > 0:
+                profile(name, data, train, settings, args.profile_steps, recorder)
+            else:
+                measure(name, data, train, test, settings, recorder)
+        except Exception as error:  # one variant's failure must not cost the others' figures
+            traceback.print_exc()
+            recorder.record(name, "error", f"{type(error).__name__}: {error}")
+        recorder.record(name, "variant_s", time.perf_counter() - started)
+    if args.profile_steps == 0:
+        print(table(recorder.results, settings))
+    return recorder.results
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only when their command runs, so ``info`` and ``cut`` need numpy alone and
 ``train`` pays for importing torch only when asked for. User errors (:class:`VbnfError`) end
-the process with a one-line message and exit code 1, never a traceback.
+the process with a one-line message and exit code 1, never a traceback; SIGINT or SIGTERM at any
+moment (see ``stopping.py``) ends it with the ``cancelled`` event and exit code 130.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from . import stopping
 from .errors import TrainingCancelled, VbnfError
+from .progress import ProgressReporter
 
 # The engine vendored in the Blender extension leaves ``report`` out (see build_addon.py).
 COMMANDS = tuple(
     name
-    for name in ("train", "eval", "export", "info", "cut", "synth", "report")
+    for name in ("train", "eval", "export", "info", "cut", "synth", "report", "calibrate")
     if (Path(__file__).parent / "commands" / f"{name}.py").is_file()
 )
 
@@ -47,13 +50,23 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    with stopping.handled():  # from the first line: a stop signal is a cancellation
+        argv = sys.argv[1:] if argv is None else argv
+        try:
+            return _run(argv)
+        except (TrainingCancelled, stopping.StopSignal) as cancelled:  # even while reporting
+            ProgressReporter(1, events="--events" in argv).emit("cancelled", message=str(cancelled))
+            print(f"cancelled: {cancelled}", file=sys.stderr)
+            return EXIT_CANCELLED
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(_load(args.command).run(args))
-    except TrainingCancelled as cancelled:
-        print(f"cancelled: {cancelled}", file=sys.stderr)
-        return EXIT_CANCELLED
+    except TrainingCancelled:
+        raise
     except VbnfError as error:
+        stopping.disarm()  # on the way out: a stop now must not cut the message short
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -27,5 +27,11 @@ class AssetError(VbnfError):
     """A ``.vbnf`` file that is truncated, corrupted or not a ``.vbnf`` file at all."""
 
 
+class OutputError(VbnfError, OSError):
+    """A file could not be written completely (a full disk, a read-only folder); the file
+    that was there before is intact. Also an ``OSError``, so code that handles a failed write
+    as one keeps doing so."""
+
+
 class TrainingCancelled(VbnfError):
     """Training was stopped by a signal; the checkpoint written at that moment is resumable."""

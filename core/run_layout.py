@@ -7,3 +7,4 @@ extension's work folder) can name a run's checkpoint without it.
 CHECKPOINT_NAME = "checkpoint.pt"
 ASSET_NAME = "asset.vbnf"
 METRICS_NAME = "metrics.json"
+TRAIN_LOCK_NAME = "train.lock"  # held by the run writing here (see core/locks.py)

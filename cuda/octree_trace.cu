@@ -9,9 +9,14 @@
 //
 // Why a depth-first walk per ray instead of kaolin's level-synchronous nuggets: one thread owns
 // one ray, so its hits come out contiguous and almost sorted, with no global sort; trace_count
-// counts, an exclusive scan of the counts (torch.cumsum) gives each ray its output segment, and
+// counts, a scan of the counts (torch.cumsum) gives each ray its output segment, and
 // trace_write repeats the walk, writes the segment and insertion-sorts it by (t_in, cell), the
 // key the torch tracer's stable sorts produce (ties keep Morton order, i.e. cell index order).
+// trace_write writes ray r's slots offsets[r] .. offsets[r + 1] - 1 and no others, and all of
+// them, even if its walk were to find another number of hits than trace_count's did (the same
+// code on the same data, so only a fault could make them differ): extra hits are dropped and
+// missing ones become zero-length hits at the ray's last exit (no weight, no samples' step),
+// so no output is left unwritten and no other ray's slots are touched.
 //
 // Exactness: the slab test uses __d*_rn intrinsics, so the compiler cannot contract a multiply
 // and an add into an FMA whose different rounding would flip a grazing hit.
@@ -62,13 +67,14 @@ __device__ void slab(const TraceRay& r, const double* box_min, double size, doub
     *t_out = leave;
 }
 
-// Walks the tree below the root for one ray. With WRITE false it only counts the hits; with
-// WRITE true it stores them from `first` on (node id relative to the level, t in double).
+// Walks the tree below the root for one ray and returns the number of hits. With WRITE false
+// it only counts them; with WRITE true it stores the first `capacity` of them from `first` on
+// (node id relative to the level, t in double).
 template <bool WRITE>
 __device__ long long walk(const TraceRay& r, long long ray, const double* cell_min,
                           const int* children, int level, int level_start, int num_roots,
-                          long long first, long long* ray_index, long long* cell_index,
-                          double* t_in_scratch, double* t_out_scratch) {
+                          long long first, long long capacity, long long* ray_index,
+                          long long* cell_index, double* t_in_scratch, double* t_out_scratch) {
     int node_stack[STACK_CAPACITY];
     int depth_stack[STACK_CAPACITY];
     int top = 0;
@@ -90,7 +96,7 @@ __device__ long long walk(const TraceRay& r, long long ray, const double* cell_m
             continue;
         }
         if (depth == level) {
-            if (WRITE) {
+            if (WRITE && count < capacity) {
                 ray_index[first + count] = ray;
                 cell_index[first + count] = (long long)(node - level_start);
                 t_in_scratch[first + count] = t_front;
@@ -121,11 +127,12 @@ extern "C" __global__ void trace_count(const float* origins, const float* direct
         return;
     }
     const TraceRay r = load_ray(origins, directions, ray);
-    counts[ray] = walk<false>(r, ray, cell_min, children, level, level_start, num_roots, 0,
+    counts[ray] = walk<false>(r, ray, cell_min, children, level, level_start, num_roots, 0, 0,
                               nullptr, nullptr, nullptr, nullptr);
 }
 
-// `offsets` holds each ray's first output slot (exclusive scan of trace_count's counts).
+// `offsets` [num_rays + 1]: ray r owns the output slots offsets[r] .. offsets[r + 1] - 1 (0, then
+// the inclusive scan of trace_count's counts).
 extern "C" __global__ void trace_write(const float* origins, const float* directions,
                                        int num_rays, const double* cell_min, const int* children,
                                        int level, int level_start, int num_roots,
@@ -138,8 +145,11 @@ extern "C" __global__ void trace_write(const float* origins, const float* direct
     }
     const TraceRay r = load_ray(origins, directions, ray);
     const long long first = offsets[ray];
-    const long long count = walk<true>(r, ray, cell_min, children, level, level_start, num_roots,
-                                       first, ray_index, cell_index, t_in_scratch, t_out_scratch);
+    const long long capacity = offsets[ray + 1] - first;
+    const long long found = walk<true>(r, ray, cell_min, children, level, level_start, num_roots,
+                                       first, capacity, ray_index, cell_index, t_in_scratch,
+                                       t_out_scratch);
+    const long long count = found < capacity ? found : capacity;
     // Insertion sort of this ray's segment by (t_in, cell): O(count) when already in order.
     for (long long i = first + 1; i < first + count; ++i) {
         const double key_t = t_in_scratch[i];
@@ -157,7 +167,15 @@ extern "C" __global__ void trace_write(const float* origins, const float* direct
         cell_index[j + 1] = key_cell;
         t_out_scratch[j + 1] = key_out;
     }
-    for (long long i = first; i < first + count; ++i) {
+    const double last_exit = count > 0 ? t_out_scratch[first + count - 1] : 0.0;
+    const long long last_cell = count > 0 ? cell_index[first + count - 1] : 0;
+    for (long long i = first + count; i < first + capacity; ++i) {
+        ray_index[i] = ray;
+        cell_index[i] = last_cell;
+        t_in_scratch[i] = last_exit;
+        t_out_scratch[i] = last_exit;
+    }
+    for (long long i = first; i < first + capacity; ++i) {
         t_in[i] = (float)t_in_scratch[i];
         t_out[i] = (float)t_out_scratch[i];
     }

@@ -7,10 +7,13 @@ and in milliseconds; the real engine is exercised end to end in ``test_addon_bak
 from __future__ import annotations
 
 import io
+import math
 import os
+import shutil
 import sys
 import textwrap
 import time
+import venv
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ ADDON_DIR = Path(__file__).resolve().parents[1] / "addon"
 if str(ADDON_DIR) not in sys.path:
     sys.path.insert(0, str(ADDON_DIR))
 
+from vbnf_blender import interpreter  # noqa: E402
 from vbnf_blender import training_process as tp  # noqa: E402
 
 
@@ -167,8 +171,17 @@ def test_the_train_command_runs_the_engine_package_with_the_options() -> None:
 
 
 def test_this_python_can_train_and_is_the_default() -> None:
-    assert tp.interpreter_problem(sys.executable) is None
-    assert tp.find_interpreter("") == sys.executable
+    check = interpreter.check_interpreter(sys.executable, fresh=True)
+    assert check.problem is None, check.problem
+    assert f"torch {torch_version()}" in check.versions and "OpenEXR" in check.versions
+    assert check.device_line.startswith(("CPU", "CUDA"))
+    assert interpreter.find_interpreter("") == sys.executable
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 def test_a_python_without_torch_gets_instructions(tmp_path: Path) -> None:
@@ -176,13 +189,51 @@ def test_a_python_without_torch_gets_instructions(tmp_path: Path) -> None:
     no_torch.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\n"
                         "exit 1\n")  # fmt: skip
     no_torch.chmod(0o755)
-    with pytest.raises(tp.InterpreterError) as raised:
-        tp.find_interpreter(str(no_torch))
+    with pytest.raises(interpreter.InterpreterError) as raised:
+        interpreter.find_interpreter(str(no_torch))
     message = str(raised.value)
     assert "No module named 'torch'" in message
     assert "pip install torch" in message and "Python Interpreter" in message
-    with pytest.raises(tp.InterpreterError, match="does not exist"):
-        tp.find_interpreter(str(tmp_path / "missing-python"))
+    with pytest.raises(interpreter.InterpreterError, match="does not exist"):
+        interpreter.find_interpreter(str(tmp_path / "missing-python"))
+
+
+def test_a_bare_python_is_told_every_package_it_lacks_in_one_line(tmp_path: Path) -> None:
+    """A real interpreter with nothing installed (a fresh venv) gets one line naming all four
+    packages and the pip command, not only the first failed import."""
+    venv.create(tmp_path / "bare", with_pip=False)
+    python = str(tmp_path / "bare" / "bin" / "python")
+    problem = interpreter.interpreter_problem(python)
+    assert problem is not None and "\n" not in problem
+    assert "lacks numpy, torch, pillow, OpenEXR" in problem
+    assert f"{python} -m pip install numpy torch pillow OpenEXR" in problem
+
+
+def test_what_cannot_be_a_python_is_named_as_such(tmp_path: Path) -> None:
+    folder = interpreter.interpreter_problem(str(tmp_path))
+    assert folder == (
+        f"{tmp_path} is a folder, not a Python interpreter: choose the python program inside it "
+        "(bin/python, or python.exe on Windows)"
+    )
+    silent = interpreter.interpreter_problem(shutil.which("true") or "/bin/true")
+    assert silent is not None and "is not a Python interpreter" in silent
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a program")
+    assert interpreter.interpreter_problem(str(text_file)) == (
+        f"{text_file} is not an executable program"
+    )
+
+
+def test_device_cuda_is_checked_before_anything_renders() -> None:
+    import torch
+
+    check = interpreter.check_interpreter(sys.executable, "cuda", fresh=True)
+    if torch.cuda.is_available():
+        assert check.ok and check.device_line.startswith("CUDA: ")
+    else:
+        assert check.problem is not None
+        assert check.problem.startswith("Device is CUDA, but torch ")
+        assert "sees no CUDA device" in check.problem
 
 
 def test_events_are_json_lines_as_the_engine_prints_them() -> None:
@@ -198,3 +249,31 @@ def test_events_are_json_lines_as_the_engine_prints_them() -> None:
         assert event is not None
         status.apply(event)
     assert status.stage == "train" and status.fraction == 1.0 and status.psnr == 12.0
+
+
+def test_the_estimate_counts_the_steps_the_trainer_takes(synthetic_dataset: Path) -> None:
+    """Steps per epoch as the trainer counts them (every pixel of every training view is one
+    ray), and a bake's estimate made of a measured step and a measured view."""
+    from vbnf_blender import estimate
+
+    from core.data.dataset import load_split
+
+    train = load_split(synthetic_dataset, "train")
+    views, resolution_px = len(train.camera_to_world), train.intrinsics.width
+    assert estimate.training_steps(3, views, resolution_px, 1000) == 3 * math.ceil(
+        train.rgba.shape[0] * train.rgba.shape[1] * train.rgba.shape[2] / 1000
+    )
+    cost = estimate.estimate(
+        estimate.StepCost(seconds=0.5, batch_rays=4096),
+        2.0,
+        capture_setup_s=1.0,
+        epochs=10,
+        train_views=100,
+        test_views=10,
+        resolution_px=128,
+        levels=4,
+    )
+    assert cost.capture_s == 1.0 + 2.0 * 110
+    assert cost.train_s == 0.5 * (10 * 400 + 0.5 * 4 * 40)
+    assert cost.line() == "about 38 min (capture 4 min, training 34 min)"
+    assert estimate.format_duration(42) == "42 s" and estimate.format_duration(4800) == "1 h 20 min"

@@ -254,15 +254,15 @@ def test_the_lock_keeps_a_second_bake_out_until_released(tmp_path: Path) -> None
 
 
 def test_a_lock_whose_process_ended_is_taken_over(tmp_path: Path) -> None:
+    """A lock file left by a process that ended (here: one that wrote it and died) is free: the
+    operating system held the lock, not the file."""
     lock = tmp_path / wf.LOCK_NAME
     lock.write_text(json.dumps({"pid": scenes.ended_process_id(), "host": socket.gethostname()}))
     assert wf.lock_holder(tmp_path) is None
     wf.acquire_lock(tmp_path)
     assert json.loads(lock.read_text())["pid"] == os.getpid()
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))  # cannot be checked
-    assert str(wf.lock_holder(tmp_path)) == "process 1 on elsewhere.example"
-    wf.release_lock(tmp_path)  # not ours: left alone
-    assert lock.exists()
+    wf.release_lock(tmp_path)
+    assert not lock.exists()
 
 
 def test_the_panel_line_is_reparsed_only_when_the_state_is_replaced(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ check (where a pixel's ray goes, what its depth means) does not depend on image 
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -26,9 +27,11 @@ import blender_scenes as scenes  # noqa: E402
 import bpy  # noqa: E402
 from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
-from vbnf_blender import capture  # noqa: E402
+from vbnf_blender import capture, compat  # noqa: E402
 
-from core.data import cameras, dataset  # noqa: E402
+from core.data import cameras, dataset, interop  # noqa: E402
+
+pytestmark = pytest.mark.lts  # also run with the bpy 4.2 and 4.5 wheels (make test-lts)
 
 TINY = capture.CaptureSettings(
     train_views=4, test_views=1, resolution_px=32, samples=2, denoise=False
@@ -232,16 +235,17 @@ def test_a_known_point_lands_on_the_predicted_pixel(tmp_path: Path) -> None:
 # --- the user's scene is left as it was -----------------------------------------------------
 
 
-def _customised_scene() -> bpy.types.Scene:
-    """A scene whose settings all differ from what the capture needs, with its own camera."""
+def _customised_scene(user_outputs: Path | None = None) -> bpy.types.Scene:
+    """A scene whose settings all differ from what the capture needs, with its own camera and
+    compositor; with ``user_outputs``, the compositor writes every render there."""
     scene = scenes.suzanne_and_cube_scene()
     scenes.add_cube("Hidden", location=(0.0, 3.0, 0.0)).hide_render = True
     camera = bpy.data.objects.new("User camera", bpy.data.cameras.new("User camera"))
     scene.collection.objects.link(camera)
     scene.camera = camera
-    scene.compositing_node_group = bpy.data.node_groups.new("User comp", "CompositorNodeTree")
+    _user_compositor(scene, user_outputs)
     render, view = scene.render, scene.view_settings
-    render.engine = "BLENDER_EEVEE"
+    render.engine = "BLENDER_WORKBENCH"  # (EEVEE is BLENDER_EEVEE_NEXT on 4.2 and 4.5)
     render.resolution_x, render.resolution_y, render.resolution_percentage = 640, 360, 50
     render.pixel_aspect_x = 2.0
     render.film_transparent = False
@@ -253,6 +257,35 @@ def _customised_scene() -> bpy.types.Scene:
     scene.cycles.samples, scene.cycles.seed, scene.cycles.use_denoising = 128, 5, False
     scene.frame_current = 7
     return scene
+
+
+def _user_compositor(scene: bpy.types.Scene, outputs: Path | None) -> None:
+    """The user's own compositor: 5.0's node group, or 4.x's scene tree (the two APIs
+    ``compat.CaptureCompositor`` bridges), with a File Output node into ``outputs``."""
+    if compat.HAS_COMPOSITING_NODE_GROUP:
+        tree: Any = bpy.data.node_groups.new("User comp", "CompositorNodeTree")
+        scene.compositing_node_group = tree  # type: ignore[attr-defined]
+    else:
+        scene.use_nodes = True  # type: ignore[attr-defined]
+        tree = scene.node_tree  # type: ignore[attr-defined]
+    if outputs is None:
+        return
+    layers = tree.nodes.new("CompositorNodeRLayers")  # a File Output writes only from these
+    layers.scene = scene
+    output = tree.nodes.new("CompositorNodeOutputFile")
+    output.name = "User output"
+    compat.configure_file_output(output, outputs, "user", "PNG", "8", single_channel=False)
+    tree.links.new(layers.outputs["Image"], output.inputs[0])
+
+
+def _compositor_nodes(scene: bpy.types.Scene) -> list[tuple[str, bool]]:
+    """The user's compositor nodes, named, and whether each is muted."""
+    tree: Any = (
+        scene.compositing_node_group  # type: ignore[attr-defined]
+        if compat.HAS_COMPOSITING_NODE_GROUP
+        else scene.node_tree  # type: ignore[attr-defined]
+    )
+    return sorted((node.name, node.mute) for node in tree.nodes)
 
 
 def _fail_on_second_view(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,14 +339,24 @@ def test_scene_is_restored(
     run: Callable[[bpy.types.Scene, Path], None],
     completes: bool,
 ) -> None:
-    scene = _customised_scene()
+    user_outputs = tmp_path.parent / f"{tmp_path.name}-user"
+    scene = _customised_scene(user_outputs)
     if run is _run_with_failure:
         _fail_on_second_view(monkeypatch)
     before = scenes.scene_state(scene)
+    nodes_before = _compositor_nodes(scene)
+    assert ("User output", False) in nodes_before
     run(scene, tmp_path)
     after = scenes.scene_state(scene)
+    # 5.0 counts one more user of the scene for the user's Render Layers node each time its
+    # group becomes the compositor again; bpy.data.user_map() shows no new referrer.
+    for state in (before, after):
+        state["scene"].pop("users")
     changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     assert not changed
+    # The user's compositor did not run during the capture, and is as it was.
+    assert not user_outputs.exists()
+    assert _compositor_nodes(scene) == nodes_before
     assert (tmp_path / "transforms_train.json").exists() == completes
     assert (tmp_path / "transforms_test.json").exists() == completes
     assert not list(tmp_path.glob(".capture-*"))
@@ -366,6 +409,16 @@ def test_batch_capture_writes_a_loadable_dataset(
     assert "3/4" in result.stderr and "dataset written to" in result.stdout
     assert len(dataset.load_split(out_dir, "train")) == 3
     assert len(dataset.load_split(out_dir, "test")) == 1
+    # What nerfstudio and instant-ngp read (tests/test_interop.py checks it in detail).
+    assert all((out_dir / name).is_file() for name in interop.INDEX_FILES)
+    assert dataset.load_split(out_dir, "val").names == dataset.load_split(out_dir, "test").names
+    split_file = json.loads((out_dir / "transforms_train.json").read_text())
+    step_m = split_file["integer_depth_scale"]
+    for frame in split_file["frames"]:
+        exr_m = dataset.read_depth_exr(out_dir / frame["depth_file_path"])
+        png_m = dataset.read_depth_png(out_dir / frame["depth_path"], step_m)
+        assert (exr_m > 0).any() and np.array_equal(exr_m > 0, png_m > 0)
+        assert np.abs(exr_m - png_m).max() <= 0.5 * step_m + 1e-6
 
 
 @pytest.mark.blender

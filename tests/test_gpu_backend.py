@@ -5,15 +5,21 @@ These run on every machine; the kernels themselves are checked in ``test_gpu_par
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from core_cli import REPO_ROOT, run_core
 
 from core.errors import VbnfError
 from core.neural.render.backend import select_backend, torch_backend
+from core.neural.render.gpu.kernels import cupy_package_for
 from core.neural.render.raymarch import composite, composite_round, sample_hits
 
 
@@ -55,14 +61,53 @@ def test_cli_rejects_cupy_on_the_cpu_in_one_line(synthetic_dataset: Path, tmp_pa
     assert result.stderr.strip().splitlines()[-1].startswith("error: --backend cupy cannot run")
 
 
+def test_requirements_gpu_pins_the_cupy_of_the_torch_it_names() -> None:
+    """The pinned CuPy wheel is the one for the CUDA of the torch its header names (the GPU
+    machine's; its preflight checks the torch actually there)."""
+    text = (REPO_ROOT / "requirements-gpu.txt").read_text(encoding="utf-8")
+    pins = [line.split("==")[0] for line in text.splitlines() if line and line[0] != "#"]
+    named = re.search(r"torch built with CUDA (\d+) ", text)
+    assert named is not None
+    assert pins == [cupy_package_for(f"{named.group(1)}.0")] == ["cupy-cuda13x"]
+    assert cupy_package_for("12.8") == "cupy-cuda12x"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the check runs in full")
+def test_gpu_check_stops_at_once_without_a_gpu(tmp_path: Path) -> None:
+    """The GPU machine's check, where torch has no CUDA: the preflight says so in a line and
+    the script stops at once with status 2, its log kept in $OUT."""
+    environment = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", "bench/gpu_check.sh"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "preflight: torch sees no CUDA device" in result.stdout
+    assert "nothing else in this check can run" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert "preflight: exit 2" in (tmp_path / "gpu_check.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_gpu_check_is_shellcheck_clean() -> None:
+    subprocess.run(["shellcheck", "bench/gpu_check.sh"], cwd=REPO_ROOT, check=True, timeout=60)
+
+
 @pytest.mark.slow
-def test_benchmark_quick_run_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_quick_run_on_the_cpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from bench.gpu_backends import main
 
-    results = main(["--quick", "--device", "cpu"])
+    results = main(["--quick", "--device", "cpu", "--json", str(tmp_path / "figures.json")])
     assert list(results) == ["torch"]
     figures = results["torch"]
     assert figures["pipeline_forward_rays_per_s"] > 0 and figures["render_fps"] > 0
     assert figures["best_test_psnr_db"] > 0
     printed = capsys.readouterr().out
     assert "cupy backend not measured" in printed and "64x36 early-exit render" in printed
+    assert "[torch] step_ms: " in printed  # each figure printed when measured
+    written = json.loads((tmp_path / "figures.json").read_text(encoding="utf-8"))
+    assert written["results"] == json.loads(json.dumps(results))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from core.neural.features import CodebookFeatures, StraightThroughCodebook
+from core.neural.field import mark_touched, touched_rows
 
 
 def reference_straight_through(logits: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -49,6 +50,17 @@ def test_gradient_reaches_logits_and_codebook_of_touched_rows_only() -> None:
     chosen = store.indices()[rows].unique()
     codebook_rows = store.grid_codebook.grad.abs().sum(dim=1) > 0
     assert codebook_rows.nonzero().squeeze(1).tolist() == chosen.tolist()
+
+
+def test_touched_rows_are_the_sorted_distinct_ids() -> None:
+    """What ``torch.unique`` gives, found with a mask whose count is read once for all levels."""
+    generator = torch.Generator().manual_seed(4)
+    for num_rows in (1, 9, 300):
+        ids = torch.randint(0, num_rows, (50, 8), generator=generator)
+        touched, local_ids = mark_touched(ids, num_rows)
+        rows = touched_rows(touched, int(touched.sum()))
+        assert torch.equal(rows, torch.unique(ids))
+        assert torch.equal(rows[local_ids], ids)
 
 
 def test_no_temporary_larger_than_rows_times_entries() -> None:

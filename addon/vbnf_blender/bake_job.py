@@ -6,9 +6,10 @@ non-blocking read of the training events), so Blender stays responsive. ``batch.
 demo and the tests call ``run()``, which loops over the same ``advance()``: under the bpy
 module and ``blender -b`` timers and modal operators never run, so that loop is the only way.
 
-While the capture renders, a background thread checks that the training interpreter can import
-torch (seconds, the first time), so a missing torch is reported early rather than after the
-capture.
+Before the first view renders, a background thread checks that the training interpreter can
+import everything training needs and, for Device = CUDA, sees a GPU (``interpreter.py``;
+seconds the first time, remembered after), so a missing package is reported before the capture
+rather than after it; Blender stays responsive meanwhile.
 
 The dataset and the training run live in a work folder beside the asset (``work_folder.py``).
 A cancelled or failed bake keeps it, and the next bake of the same asset resumes: views already
@@ -25,18 +26,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import re
+import shutil
 import sys
+import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import bpy
 
-from . import volume
+from . import compat, volume
 from .capture import CaptureJob, CapturePlan, CaptureSettings, plan_capture
 from .engine import (
     CHECKPOINT_NAME,
@@ -46,15 +50,14 @@ from .engine import (
     EXIT_CANCELLED,
     MAX_LEVEL,
     MAX_TRAIN_BITWIDTH,
+    METRICS_NAME,
     SSIM_WINDOW,
     VbnfError,
     atomic_write_bytes,
 )
-from .training_process import (
-    TrainingProcess,
-    find_interpreter,
-    train_command,
-)
+from .estimate import Estimate, StepSettings, estimate, step_cost
+from .interpreter import find_interpreter
+from .training_process import TrainingProcess, train_command
 from .work_folder import (
     DATASET_NAME,
     RUN_NAME,
@@ -76,6 +79,11 @@ from .work_folder import (
 )
 
 ASSET_SUFFIX = ".vbnf"
+REPORT_SUFFIX = ".report.json"  # <asset>.vbnf.report.json: what the bake measured and cost
+DATASET_SUFFIX = ".dataset"  # <name>.dataset: the views a Keep Dataset bake leaves
+# A finest level below this, or not clearly above a flat colour, is reported as a poor result.
+POOR_PSNR_DB = 20.0
+FLAT_COLOUR_MARGIN_DB = 3.0
 # How long a bake that Blender ends mid-training waits for the trainer's checkpoint (Blender
 # is blocked meanwhile; the tests' trainers take well under a second).
 RELEASE_GRACE_S = 5.0
@@ -113,6 +121,7 @@ class BakeSettings:
     device: str = "cpu"
     batch_rays: int | None = None
     cpu_threads: int | None = None
+    keep_dataset: bool = False  # move the rendered views beside the asset after a bake
 
     def validate(self) -> None:
         """Fail before the capture on what training would only reject minutes later."""
@@ -172,20 +181,29 @@ def held_out_views_for(train_views: int) -> int:
 
 def bake_settings(options: Any, **engine_options: Any) -> BakeSettings:
     """Job settings from the panel's properties or the batch command's arguments, which use the
-    same names (``views``, ``resolution``, ``samples``, ``bitwidth``, levels, ``epochs``,
-    ``device``); ``engine_options`` adds what only the command line sets."""
+    same names (``views``, ``resolution``, ``samples``, ``hemisphere``, ``fov_deg``,
+    ``bitwidth``, levels, ``epochs``, ``device``, ``keep_dataset``); what one of them lacks
+    keeps its default. ``engine_options`` adds what only the command line sets."""
+    defaults = BakeSettings()
+
+    def option(name: str, default: Any) -> Any:
+        return getattr(options, name, default)
+
     return BakeSettings(
         capture=CaptureSettings(
             train_views=options.views,
             test_views=held_out_views_for(options.views),
             resolution_px=options.resolution,
             samples=options.samples,
+            hemisphere=bool(option("hemisphere", defaults.capture.hemisphere)),
+            fov_deg=float(option("fov_deg", defaults.capture.fov_deg)),
         ),
         bitwidth=options.bitwidth,
         min_level=options.min_level,
         max_level=options.max_level,
         epochs=options.epochs,
         device=options.device,
+        keep_dataset=bool(option("keep_dataset", defaults.keep_dataset)),
         **engine_options,
     )
 
@@ -218,6 +236,42 @@ def asset_path_for(blend_path: str, output_dir: str, fallback_name: str) -> Path
     return folder / f"{file_name_for(name)}{ASSET_SUFFIX}"
 
 
+def report_path_for(asset_path: Path) -> Path:
+    """``<asset>.vbnf.report.json`` beside the asset."""
+    return asset_path.with_name(asset_path.name + REPORT_SUFFIX)
+
+
+def dataset_path_for(asset_path: Path) -> Path:
+    """``<name>.dataset`` beside ``<name>.vbnf``."""
+    return asset_path.with_suffix(DATASET_SUFFIX)
+
+
+def level_psnr_line(level_psnr: dict[int, float]) -> str:
+    """``PSNR 18.1 / 21.3 / 23.0 dB at levels 2 / 3 / 4``: the final line's scores."""
+    if not level_psnr:
+        return ""
+    levels = sorted(level_psnr)
+    scores = " / ".join(f"{level_psnr[level]:.1f}" for level in levels)
+    return f"PSNR {scores} dB at levels {' / '.join(str(level) for level in levels)}"
+
+
+def quality_warning(level_psnr: dict[int, float], flat_colour_psnr: float | None) -> str:
+    """A warning when the finest level scores poorly on the held-out views ("" otherwise):
+    below :data:`POOR_PSNR_DB`, or hardly better than painting every pixel one colour."""
+    if not level_psnr:
+        return ""
+    finest = max(level_psnr)
+    psnr = level_psnr[finest]
+    flat = flat_colour_psnr if flat_colour_psnr is not None else float("-inf")
+    if psnr >= POOR_PSNR_DB and psnr >= flat + FLAT_COLOUR_MARGIN_DB:
+        return ""
+    baseline = f" (one flat colour scores {flat:.1f} dB)" if flat_colour_psnr is not None else ""
+    return (
+        f"poor result: PSNR {psnr:.1f} dB at level {finest}{baseline}; "
+        "bake with more views, a higher resolution or more epochs"
+    )
+
+
 @dataclass
 class BakeProgress:
     """A snapshot for progress bars: ``fraction`` covers the whole bake."""
@@ -229,6 +283,24 @@ class BakeProgress:
     psnr: float | None = None
     seconds_left: float | None = None
     level_psnr: dict[int, float] = field(default_factory=dict)
+
+    def details(self) -> list[str]:
+        """``epoch 3``, ``21.4 dB``, ``1:15 left``, as far as known: for the status bar, the
+        panel and the batch command's progress line alike."""
+        parts = []
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch}")
+        if self.psnr is not None:
+            parts.append(f"{self.psnr:.1f} dB")
+        if self.seconds_left is not None:
+            parts.append(f"{format_seconds(self.seconds_left)} left")
+        return parts
+
+
+def format_seconds(seconds: float) -> str:
+    """``1:15``: a time left, in minutes and seconds."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 class BakeJob:
@@ -262,6 +334,13 @@ class BakeJob:
         self.release_grace_s = RELEASE_GRACE_S  # a loaded machine may need longer
         # Set by close() when the work folder is kept for the next bake: what it holds.
         self.kept: str | None = None
+        # Set when the asset is written: the report beside it, and a poor result's warning.
+        self.report_path: Path | None = None
+        self.quality_warning = ""
+        self.dataset_kept: Path | None = None  # set by close() for a Keep Dataset bake
+        self.preview_note = ""  # why the finished bake imported no preview, if it did not
+        self._times_s: dict[str, float] = {}  # capture, train: seconds this bake spent
+        self._stage_started = time.monotonic()
         self.progress = BakeProgress("capture", 0.0, "preparing the capture")
         self._python_preference = python
         self._objects = None if objects is None else list(objects)
@@ -330,8 +409,11 @@ class BakeJob:
         can have changed the scene since: when ``plan`` is None (planned here), or when the
         caller says so with ``just_planned`` (it called :meth:`plan` in the same call, with no
         confirmation asked in between); otherwise the capture plans again."""
+        self._stage_started = time.monotonic()
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._interpreter = executor.submit(find_interpreter, self._python_preference)
+        self._interpreter = executor.submit(
+            find_interpreter, self._python_preference, self.settings.device
+        )
         executor.shutdown(wait=False)
         try:
             if plan is None:
@@ -361,6 +443,39 @@ class BakeJob:
             "capture",
             CAPTURE_SHARE * self._state.views_done / self._capture.total_views,
             self.resume_note or "preparing the capture",
+        )
+
+    def estimate(self, fresh: bool = False) -> Estimate:
+        """What this bake will cost on this machine, before it starts: a training step timed
+        in the training interpreter at these settings (remembered per machine and settings;
+        ``fresh`` measures again) and two views of this scene rendered at these settings into
+        a throw-away folder. Raises :class:`InterpreterError` when the interpreter cannot
+        train, :class:`VbnfError` when the scene cannot be captured or measured."""
+        settings = self.settings
+        python = find_interpreter(self._python_preference, settings.device)
+        step = step_cost(
+            StepSettings(
+                python,
+                settings.device,
+                settings.min_level,
+                settings.max_level,
+                settings.bitwidth,
+                settings.batch_rays,
+                settings.cpu_threads,
+            ),
+            fresh,
+        )
+        first_s, next_s = _view_seconds(self.scene, settings.capture, self._capture_objects())
+        capture = settings.capture
+        return estimate(
+            step,
+            next_s,
+            capture_setup_s=max(0.0, first_s - next_s),
+            epochs=settings.epochs,
+            train_views=capture.train_views,
+            test_views=capture.test_views,
+            resolution_px=capture.resolution_px,
+            levels=settings.max_level - settings.min_level + 1,
         )
 
     def _capture_objects(self) -> list[bpy.types.Object] | None:
@@ -412,8 +527,13 @@ class BakeJob:
         if self._cancel_requested:
             self._finish("cancelled", "cancelled during the capture")
             return
-        if self._interpreter.done():
-            self._interpreter.result()  # raises InterpreterError now rather than later
+        # Nothing renders before the interpreter is known to train: a missing package or GPU
+        # must not cost a whole capture. A passed check is remembered: later bakes do not wait.
+        concurrent.futures.wait([self._interpreter], timeout=INTERPRETER_WAIT_S)
+        if not self._interpreter.done():
+            self.progress.message = "checking the training interpreter"
+            return
+        python = self._interpreter.result()  # raises InterpreterError
         if self._capture is not None:
             if not self._capture.finished:  # a resumed capture may have nothing left to render
                 report = self._capture.step()
@@ -428,15 +548,11 @@ class BakeJob:
                 self._stack.close()  # restores the scene
                 self._capture = None
             return
-        # Captured; the interpreter check may still run: wait a tick's worth, not longer.
-        concurrent.futures.wait([self._interpreter], timeout=INTERPRETER_WAIT_S)
-        if not self._interpreter.done():
-            self.progress.message = "checking the training interpreter"
-            return
         options = self.settings.train_options()
         if self._resume_training:
             options.append("--resume")
-        command = train_command(self._interpreter.result(), self.dataset_dir, self.run_dir, options)
+        command = train_command(python, self.dataset_dir, self.run_dir, options)
+        self._time_stage("capture")
         threads = self.settings.cpu_threads
         self._training = TrainingProcess(
             command,
@@ -468,6 +584,8 @@ class BakeJob:
             self._finish("cancelled", "cancelled during training")
         elif code == 0 and status.asset is not None:
             atomic_write_bytes(self.asset_path, Path(status.asset).read_bytes())
+            self._time_stage("train")
+            self._write_report(status.level_psnr)
             self.progress.stage = "import" if self._import_into is not None else "done"
             self.progress.message = f"wrote {self.asset_path}"
             if self._import_into is None:
@@ -476,6 +594,36 @@ class BakeJob:
             self._finish("cancelled", "interrupted during training")
         else:
             self._fail(training.failure_message())
+
+    def _time_stage(self, stage: str) -> None:
+        now = time.monotonic()
+        self._times_s[stage] = round(now - self._stage_started, 2)
+        self._stage_started = now
+
+    def _write_report(self, level_psnr: dict[int, float]) -> None:
+        """Keep what the trainer measured (its ``metrics.json``), the settings and the times
+        beside the asset: the work folder, which holds ``metrics.json``, goes once the bake
+        succeeds. A report that cannot be written is a warning: the asset is what counts."""
+        try:
+            metrics = json.loads((self.run_dir / METRICS_NAME).read_text())
+        except (OSError, ValueError):
+            metrics = {}
+        self.quality_warning = quality_warning(level_psnr, metrics.get("constant_colour_psnr"))
+        report = {
+            "asset": self.asset_path.name,
+            "settings": asdict(self.settings),
+            "seconds": self._times_s,
+            "resumed": self.resume_note,
+            "warning": self.quality_warning,
+            "metrics": metrics,
+        }
+        path = report_path_for(self.asset_path)
+        try:
+            atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+        except OSError as error:
+            print(f"VBNF warning: cannot write {path} ({error.strerror})", file=sys.stderr)
+            return
+        self.report_path = path
 
     def _record_checkpoint(self, step: int | None, steps_per_epoch: int | None) -> None:
         """Note a checkpoint the trainer reported in the state, for the next bake to resume."""
@@ -489,6 +637,11 @@ class BakeJob:
 
     def _import(self) -> None:
         assert self._import_into is not None
+        if not compat.has_openvdb():  # Blender 4.2: the asset is the product, the preview waits
+            self.preview_note = compat.NO_OPENVDB_LINE
+            self.progress.stage, self.progress.fraction = "done", 1.0
+            self.progress.message = f"baked {self.asset_path.name} (no preview)"
+            return
         existing = _objects_showing(self.asset_path)
         if existing:  # a re-bake refreshes the previews of the same file in place
             for obj in existing:
@@ -535,12 +688,29 @@ class BakeJob:
         self._locked = False
         if self.kept is not None:
             return
+        if self.stage == "done" and self.settings.keep_dataset:
+            self._keep_dataset()
         # A leftover folder costs disk space, not correctness: its state goes first.
         with contextlib.suppress(VbnfError, OSError):
             if self._owns_work_dir:
                 discard(self.work_dir)
             else:
                 (self.work_dir / STATE_NAME).unlink(missing_ok=True)
+
+    def _keep_dataset(self) -> None:
+        """Move the finished capture to ``<name>.dataset`` beside the asset, replacing the one
+        an earlier bake kept there (a copy when the caller named the work folder)."""
+        target = dataset_path_for(self.asset_path)
+        try:
+            shutil.rmtree(target, ignore_errors=True)
+            if self._owns_work_dir:
+                self.dataset_dir.replace(target)
+            else:
+                shutil.copytree(self.dataset_dir, target)
+        except OSError as error:
+            print(f"VBNF warning: cannot keep the dataset at {target} ({error})", file=sys.stderr)
+            return
+        self.dataset_kept = target
 
     def drive(self, on_progress: Callable[[BakeProgress], None] | None = None) -> None:
         """Bake to the end in this call (headless use); ``stage``, ``error`` and ``kept`` say
@@ -569,6 +739,26 @@ class BakeJob:
         if self.stage == "failed":
             raise BakeError(self.error or "the bake failed")
         return self.asset_path
+
+
+def _view_seconds(
+    scene: bpy.types.Scene,
+    settings: CaptureSettings,
+    objects: Sequence[bpy.types.Object] | None,
+) -> tuple[float, float]:
+    """Seconds the first and the second view of a capture take to render: the first also
+    builds what later views reuse (the BVH is kept between views)."""
+    probe = replace(settings, train_views=1, test_views=1)
+    seconds = []
+    with (
+        tempfile.TemporaryDirectory(prefix="vbnf-estimate-") as folder,
+        CaptureJob(scene, folder, probe, objects) as job,
+    ):
+        while not job.finished:
+            started = time.monotonic()
+            job.step()
+            seconds.append(time.monotonic() - started)
+    return seconds[0], seconds[1]
 
 
 def _scene_objects(scene: bpy.types.Scene) -> list[bpy.types.Object] | None:

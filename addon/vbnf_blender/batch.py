@@ -49,6 +49,7 @@ from vbnf_blender.bake_job import (  # noqa: E402
     BakeSettings,
     asset_path_for,
     bake_settings,
+    level_psnr_line,
 )
 from vbnf_blender.capture import CaptureProgress, CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import VbnfError  # noqa: E402
@@ -163,11 +164,40 @@ def _add_bake_command(commands: argparse._SubParsersAction) -> None:
         "--python", default="", help="Python with torch that trains (default: this one)"
     )
     command.add_argument(
+        "--no-estimate",
+        dest="estimate",
+        action="store_false",
+        help="bake without first estimating the time (a few timed training steps, remembered "
+        "per machine and settings, and two rendered views)",
+    )
+    command.add_argument(
         "--restart",
         action="store_true",
         help="discard what an interrupted bake of the same file kept, instead of resuming it",
     )
+    command.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        type=_ray_address,
+        metavar="ADDRESS",
+        help="bake each file as a task on a Ray cluster (none given: a local one); "
+        "put it after the files, or write --ray=ADDRESS",
+    )
+    command.add_argument(
+        "--retries", type=int, default=2, help="with --ray: resends of a crashed task"
+    )
     command.set_defaults(run=run_bake)
+
+
+def _ray_address(text: str) -> str:
+    """``--ray`` takes an optional value, so ``--ray a.blend b.blend`` would read a file as the
+    address: refuse that rather than bake one file less."""
+    if text.endswith(".blend"):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file, not an address: put --ray after the files, or write --ray=ADDRESS"
+        )
+    return text
 
 
 def run_bake(args: argparse.Namespace) -> None:
@@ -177,6 +207,9 @@ def run_bake(args: argparse.Namespace) -> None:
     settings.validate()
     if not args.scenes and not bpy.data.filepath:
         raise UsageError("no .blend file given and none loaded")
+    if args.ray is not None:
+        _bake_on_ray(args, settings)
+        return
     blends: list[Path | None] = list(args.scenes) or [None]  # None: the file Blender loaded
     failed = []
     for blend in blends:
@@ -195,10 +228,40 @@ def run_bake(args: argparse.Namespace) -> None:
             failed.append(name)
             continue
         size = job.asset_path.stat().st_size
+        scores = level_psnr_line(job.progress.level_psnr)
         resumed = f", {job.resume_note}" if job.resume_note else ""
-        print(f"{job.asset_path} ({size} bytes, {time.monotonic() - started:.0f} s{resumed})")
+        print(
+            f"{job.asset_path} ({size} bytes, {time.monotonic() - started:.0f} s"
+            f"{f', {scores}' if scores else ''}{resumed})"
+        )
+        if job.quality_warning:
+            print(f"warning: {name}: {job.quality_warning}", file=sys.stderr)
+        if job.report_path is not None:
+            print(f"report: {job.report_path}")
     if failed:
         raise UsageError(f"{len(failed)} of {len(blends)} files failed: {', '.join(failed)}")
+
+
+def _bake_on_ray(args: argparse.Namespace, settings: BakeSettings) -> None:
+    """``--ray``: the same bakes as Ray tasks (``ray_bake.py``, the only importer of Ray)."""
+    from vbnf_blender import ray_bake
+
+    if args.retries < 0:
+        raise UsageError(f"--retries must be at least 0, got {args.retries}")
+    options = ray_bake.RayOptions(
+        args.ray or None, args.device, args.threads or ray_bake.DEFAULT_TASK_CPUS,
+        args.python, args.restart, args.retries,
+    )  # fmt: skip
+    blends = list(args.scenes) or [Path(bpy.data.filepath)]
+    with _ProgressLine(sys.stderr) as progress_line:
+        report = ray_bake.bake_on_ray(blends, args.output, settings, options, progress_line.draw)
+    print(report.table())
+    for line in report.notes():
+        print(line)
+    for line in report.problems():
+        print(line, file=sys.stderr)
+    if report.verdict():
+        raise UsageError(report.verdict())
 
 
 def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namespace) -> BakeJob:
@@ -207,9 +270,23 @@ def _bake_file(blend: Path | None, settings: BakeSettings, args: argparse.Namesp
     # The Bake button's naming, so that either finds the work the other kept.
     asset_path = asset_path_for(bpy.data.filepath, str(args.output), scene.name)
     job = BakeJob(scene, settings, asset_path, python=args.python, resume=not args.restart)
-    with _stdout_silenced() as terminal, _ProgressLine(terminal) as show_progress:
-        job.drive(on_progress=show_progress.bake)
+    with _stdout_silenced() as terminal:
+        if args.estimate:
+            _print_estimate(job, terminal)
+        with _ProgressLine(terminal) as show_progress:
+            job.drive(on_progress=show_progress.bake)
     return job
+
+
+def _print_estimate(job: BakeJob, terminal: TextIO) -> None:
+    """``estimate: about 9 min (...)`` before the bake; a failed estimate does not stop it
+    (the bake then reports its own error, if any)."""
+    try:
+        line = job.estimate().line()
+    except VbnfError as error:
+        line = f"unavailable ({error})"
+    terminal.write(f"estimate: {line}\n")
+    terminal.flush()
 
 
 def _unfinished(job: BakeJob) -> str:
@@ -295,17 +372,19 @@ class _ProgressLine:
 
     def __call__(self, progress: CaptureProgress) -> None:
         done = f"{progress.views_done}/{progress.total_views}"
-        self._draw(f"capture [{self._bar(progress.fraction)}] {done} {progress.file_path}")
+        self.draw(f"capture [{self._bar(progress.fraction)}] {done} {progress.file_path}")
 
     def bake(self, progress: BakeProgress) -> None:
-        self._draw(f"bake [{self._bar(progress.fraction)}] {progress.stage}: {progress.message}")
+        details = "".join(f", {part}" for part in progress.details())
+        bar = self._bar(progress.fraction)
+        self.draw(f"bake [{bar}] {progress.stage}{details}: {progress.message}")
 
     @staticmethod
     def _bar(fraction: float) -> str:
         filled = round(PROGRESS_BAR_CHARS * fraction)
         return "#" * filled + "-" * (PROGRESS_BAR_CHARS - filled)
 
-    def _draw(self, line: str) -> None:
+    def draw(self, line: str) -> None:
         self._terminal.write(f"\r{line[:100]:<100}")
         self._terminal.flush()
         self._line_open = True

@@ -1,6 +1,6 @@
 """Render RGB-D training views of a Blender scene with Cycles into a VBNF dataset folder.
 
-The capture borrows the user's scene: it adds a temporary camera and compositor node group,
+The capture borrows the user's scene: it adds a temporary camera and compositor nodes,
 overrides the render, Cycles and colour-management settings it depends on and, for a capture of
 selected objects, hides the other objects from render. Everything is put back, also when a render
 fails or the capture is cancelled, because users run this on scenes they are still working on.
@@ -9,7 +9,9 @@ RGBA and depth both come out of the compositor through File Output nodes: in Ble
 the route that writes the Depth pass (a multilayer EXR from ``render(write_still=True)`` drops
 it), and it leaves ``render.filepath`` and ``render.image_settings`` untouched. Cycles' Depth pass
 is planar depth along the camera's -Z axis, the convention ``core.data.dataset`` stores, so it is
-written unchanged (tests/test_capture.py checks this against the mesh surface).
+written unchanged (tests/test_capture.py checks this against the mesh surface). Each view also
+gets the 16-bit depth PNG nerfstudio and instant-ngp read, and the finished capture their index
+files, all from ``core.data.interop``, as ``core synth`` writes them.
 
 ``CaptureJob`` renders one view per ``step()`` so a modal operator can keep Blender responsive
 and cancel between views; ``capture_dataset`` drives it to the end for headless use.
@@ -35,16 +37,16 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import capture_record
+from . import capture_record, compat
 from .capture_record import View
-from .engine import VbnfError, cameras, dataset
+from .engine import VbnfError, cameras, dataset, interop
 
 GEOMETRY_TYPES = frozenset(
     {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME", "GREASEPENCIL"}
 )
 # Kept visible when capturing a selection, so the selected objects stay lit as in the scene.
 LIGHTING_TYPES = frozenset({"LIGHT", "LIGHT_PROBE"})
-SPLIT_NAMES = ("train", "test")
+SPLIT_NAMES = ("train", "test")  # the capture's views; interop.SPLIT_FILES names the files
 TEMPORARY_NAME = "VBNF Capture"
 
 
@@ -187,10 +189,11 @@ class CaptureJob:
         self._pending: list[View] = []  # still to render, in plan order
         self.views_kept = 0  # views a resumed capture found already rendered
         self._intrinsics: dataset.Intrinsics | None = None
+        self._tool_fields: interop.ToolFields | None = None
         self._patch = _SettingsPatch()
         self._camera: bpy.types.Object | None = None
         self._camera_data: bpy.types.Camera | None = None
-        self._tree: bpy.types.NodeTree | None = None
+        self._compositor: compat.CaptureCompositor | None = None
         self._staging: Path | None = None
         self._had_render_result = False
 
@@ -214,6 +217,7 @@ class CaptureJob:
         self._staging = _prepare_output(self.out_dir)
         try:
             self._views = plan.views
+            self._tool_fields = interop.ToolFields.for_plan(plan.view_plan)
             try:
                 self._pending = capture_record.views_to_render(
                     self.out_dir, plan.views, plan.record, self._resume
@@ -243,7 +247,7 @@ class CaptureJob:
 
     def step(self) -> CaptureProgress:
         """Render the next view into the dataset folder; after the last, write the transforms."""
-        if self._camera is None or self._staging is None:
+        if self._camera is None or self._staging is None or self._tool_fields is None:
             raise RuntimeError("CaptureJob.step() called outside its 'with' block")
         if self.finished:
             raise RuntimeError("CaptureJob.step() called after the last view")
@@ -255,7 +259,7 @@ class CaptureJob:
             raise CaptureError(f"Cycles failed on {view.frame.file_path}: {error}") from error
         if "FINISHED" not in result:
             raise CaptureError(f"Cycles did not finish rendering {view.frame.file_path}")
-        _collect_outputs(self._staging, self.out_dir, view.frame)
+        _collect_outputs(self._staging, self.out_dir, view.frame, self._tool_fields.depth_png)
         self._pending.pop(0)
         if self.finished:
             self._write_transforms()
@@ -268,8 +272,10 @@ class CaptureJob:
         self._patch.apply([(self._view_layer, "use_pass_z", True)])
         self._camera_data = _add_camera_data(plan)
         self._camera = _add_camera(self.scene, self._camera_data)
-        self._tree = _add_compositor(self.scene, self._view_layer, self._staging)
-        changes = _render_overrides(self.scene, self.settings, self._camera, self._tree)
+        self._compositor = compat.CaptureCompositor(self.scene, TEMPORARY_NAME)
+        self._compositor.open(self._patch.apply)
+        _add_compositor(self._compositor, self._view_layer, self._staging)
+        changes = _render_overrides(self.scene, self.settings, self._camera)
         if self._selection is not None:
             changes.extend(_hide_others(self.scene, targets))
         self._patch.apply(changes)
@@ -282,10 +288,15 @@ class CaptureJob:
         any more when they are removed.
         """
         failures = self._patch.restore()
+        if self._compositor is not None:
+            try:
+                self._compositor.close()
+            except ReferenceError as error:  # deleted by the user meanwhile
+                failures.append(f"removing the capture's compositor nodes ({error})")
+            self._compositor = None
         temporary: list[tuple[Any, Any]] = [
             (bpy.data.objects, self._camera),
             (bpy.data.cameras, self._camera_data),
-            (bpy.data.node_groups, self._tree),
         ]
         if not self._had_render_result:
             temporary += [
@@ -298,19 +309,16 @@ class CaptureJob:
                 collection.remove(datablock)
             except ReferenceError as error:  # already gone, e.g. deleted by the user meanwhile
                 failures.append(f"removing a temporary datablock ({error})")
-        self._camera = self._camera_data = self._tree = None
+        self._camera = self._camera_data = None
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
         return failures
 
     def _write_transforms(self) -> None:
-        assert self._intrinsics is not None
-        for split in SPLIT_NAMES:
-            frames = [view.frame for view in self._views if view.split == split]
-            dataset.write_transforms(
-                self.out_dir / f"transforms_{split}.json", self._intrinsics, frames
-            )
+        assert self._intrinsics is not None and self._tool_fields is not None
+        frames = {s: [v.frame for v in self._views if v.split == s] for s in SPLIT_NAMES}
+        interop.write_dataset_index(self.out_dir, self._intrinsics, frames, self._tool_fields)
 
 
 def plan_capture(
@@ -463,15 +471,15 @@ def _box_corners(obj: bpy.types.Object) -> np.ndarray:
 
 
 def _prepare_output(out_dir: Path) -> Path:
-    """Make the folder, drop transforms of an earlier capture, return a fresh staging folder.
+    """Make the folder, drop the index files of an earlier capture, return a fresh staging folder.
 
-    Deleting old transforms first means an interrupted re-capture into the same folder cannot
-    pass for a complete dataset that mixes old and new images.
+    Deleting the old index first means an interrupted re-capture into the same folder cannot
+    pass for a complete dataset that mixes old and new images, in any tool.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for split in SPLIT_NAMES:
-            (out_dir / f"transforms_{split}.json").unlink(missing_ok=True)
+        for name in interop.INDEX_FILES:
+            (out_dir / name).unlink(missing_ok=True)
         for split in SPLIT_NAMES:
             (out_dir / split).mkdir(exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".capture-", dir=out_dir))
@@ -497,72 +505,68 @@ def _add_camera(scene: bpy.types.Scene, data: bpy.types.Camera) -> bpy.types.Obj
 
 
 def _add_compositor(
-    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, staging: Path
-) -> bpy.types.NodeTree:
+    compositor: compat.CaptureCompositor, view_layer: bpy.types.ViewLayer, staging: Path
+) -> None:
     """Render Layers -> one File Output node for RGBA PNG, one for single-channel float EXR."""
-    tree: Any = bpy.data.node_groups.new(TEMPORARY_NAME, "CompositorNodeTree")
-    layers = tree.nodes.new("CompositorNodeRLayers")
-    layers.scene = scene
+    layers = compositor.new_node("CompositorNodeRLayers")
+    layers.scene = compositor.scene
     layers.layer = view_layer.name
     outputs = {
-        "Image": ("rgba", "PNG", "8", "RGBA", "RGBA"),
-        "Depth": ("depth", "OPEN_EXR", "32", "BW", "FLOAT"),
+        "Image": ("rgba", "PNG", "8", False),
+        "Depth": ("depth", "OPEN_EXR", "32", True),
     }
-    for socket, (name, file_format, depth, mode, item_type) in outputs.items():
-        node: Any = tree.nodes.new("CompositorNodeOutputFile")
-        node.directory = str(staging / name)
-        node.file_name = name
-        node.save_as_render = True  # apply the view transform, as a rendered still would
-        node.format.media_type = "IMAGE"
-        node.format.file_format = file_format
-        node.format.color_depth = depth
-        node.format.color_mode = mode
-        node.file_output_items.new(item_type, name)
-        tree.links.new(layers.outputs[socket], node.inputs[0])
-    return tree
+    for socket, (name, file_format, depth, single_channel) in outputs.items():
+        node = compositor.new_node("CompositorNodeOutputFile")
+        compat.configure_file_output(node, staging / name, name, file_format, depth, single_channel)
+        compositor.tree.links.new(layers.outputs[socket], node.inputs[0])
 
 
 def _render_overrides(
     scene: bpy.types.Scene,
     settings: CaptureSettings,
     camera: bpy.types.Object,
-    tree: bpy.types.NodeTree,
 ) -> list[tuple[Any, str, Any]]:
-    """Every setting the dataset's correctness or speed depends on, with the value it needs."""
+    """Every setting the dataset's correctness or speed depends on, with the value it needs
+    (the compositor tree is set by :class:`compat.CaptureCompositor`)."""
     render = scene.render
     cycles: Any = scene.cycles  # type: ignore[attr-defined]  # registered by the Cycles add-on
     view = scene.view_settings
-    return [
-        (scene, "camera", camera),
-        (scene, "compositing_node_group", tree),
-        (render, "engine", "CYCLES"),
-        (render, "resolution_x", settings.resolution_px),
-        (render, "resolution_y", settings.resolution_px),
-        (render, "resolution_percentage", 100),
-        (render, "pixel_aspect_x", 1.0),
-        (render, "pixel_aspect_y", 1.0),
-        (render, "use_border", False),
-        (render, "use_multiview", False),
-        (render, "use_motion_blur", False),
-        (render, "film_transparent", True),
-        (render, "use_compositing", True),
-        (render, "use_sequencer", False),
-        (render, "use_persistent_data", True),  # keep the BVH between views: only the camera moves
-        (cycles, "device", "CPU"),
-        (cycles, "samples", settings.samples),
-        (cycles, "time_limit", 0.0),
-        (cycles, "use_denoising", settings.denoise),
-        (cycles, "denoiser", "OPENIMAGEDENOISE"),
-        (cycles, "seed", settings.seed),
-        (cycles, "use_animated_seed", False),
-        (scene.display_settings, "display_device", "sRGB"),
-        (view, "view_transform", "Standard"),
-        (view, "look", "None"),
-        (view, "exposure", 0.0),
-        (view, "gamma", 1.0),
-        (view, "use_curve_mapping", False),
-        (view, "use_white_balance", False),
-    ]
+    return compat.existing_settings(
+        [
+            (scene, "camera", camera),
+            (render, "engine", "CYCLES"),
+            (render, "resolution_x", settings.resolution_px),
+            (render, "resolution_y", settings.resolution_px),
+            (render, "resolution_percentage", 100),
+            (render, "pixel_aspect_x", 1.0),
+            (render, "pixel_aspect_y", 1.0),
+            (render, "use_border", False),
+            (render, "use_multiview", False),
+            (render, "use_motion_blur", False),
+            (render, "film_transparent", True),
+            (render, "use_compositing", True),
+            (render, "use_sequencer", False),
+            (
+                render,
+                "use_persistent_data",
+                True,
+            ),  # keep the BVH between views: only the camera moves
+            (cycles, "device", "CPU"),
+            (cycles, "samples", settings.samples),
+            (cycles, "time_limit", 0.0),
+            (cycles, "use_denoising", settings.denoise),
+            (cycles, "denoiser", "OPENIMAGEDENOISE"),
+            (cycles, "seed", settings.seed),
+            (cycles, "use_animated_seed", False),
+            (scene.display_settings, "display_device", "sRGB"),
+            (view, "view_transform", "Standard"),
+            (view, "look", "None"),
+            (view, "exposure", 0.0),
+            (view, "gamma", 1.0),
+            (view, "use_curve_mapping", False),
+            (view, "use_white_balance", False),
+        ]
+    )
 
 
 def _hide_others(
@@ -605,16 +609,20 @@ def _plan_frames(plan: cameras.ViewPlan) -> list[View]:
     return views
 
 
-def _collect_outputs(staging: Path, out_dir: Path, frame: dataset.FrameRecord) -> None:
-    """Move the File Output nodes' files to their dataset names.
+def _collect_outputs(
+    staging: Path, out_dir: Path, frame: dataset.FrameRecord, depth_png: interop.DepthPng
+) -> None:
+    """Move the File Output nodes' files to their dataset names, then write the 16-bit depth
+    PNG the other tools read from the EXR (last, so a view with all its files is whole).
 
     The nodes compose their own file names (and append frame numbers in some modes); looking
     for the single file each wrote into its own empty folder does not depend on that scheme.
     """
-    rgba, depth = capture_record.view_files(out_dir, frame)
+    rgba, depth, _ = capture_record.view_files(out_dir, frame)
     destinations = {"rgba": rgba, "depth": depth}
     for name, destination in destinations.items():
         written = sorted((staging / name).glob("*"))
         if len(written) != 1:
             raise CaptureError(f"Blender wrote {len(written)} {name} files for {frame.file_path}")
         written[0].replace(destination)
+    interop.write_view_depth(out_dir, frame, dataset.read_depth_exr(depth), depth_png)

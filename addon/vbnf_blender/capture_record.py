@@ -10,7 +10,7 @@ neither, and nothing downstream could tell. This module decides it, apart from t
 The record (``.vbnf_capture_plan``) holds a digest of each part the views' pixels depend on: the
 capture settings, the camera poses, the frame, the world, the Blender version and, for every
 captured object and light, its placement, data, materials and light settings. A view is kept
-only when the stored record matches the new plan's and both of its files are there (each is
+only when the stored record matches the new plan's and all of its files are there (each is
 renamed into place whole). A plan that differs in any part renders every view again, and
 ``kept_views_of`` names the parts that changed ("Cube's materials changed"). Edits inside a
 datablock (a material's node values, a mesh's vertices that leave its bounds alone) are not
@@ -31,7 +31,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .engine import atomic_write_bytes, dataset
+from .engine import atomic_write_bytes, dataset, interop
 
 # What the folder's images depend on, part by part (see the module docstring).
 PLAN_RECORD_NAME = ".vbnf_capture_plan"
@@ -132,9 +132,13 @@ def kept_views_of(out_dir: Path, views: Sequence[View], record: dict[str, Any]) 
     return KeptViews(sum(_view_complete(out_dir, view.frame) for view in views))
 
 
-def view_files(out_dir: Path, frame: dataset.FrameRecord) -> tuple[Path, Path]:
-    """The view's RGBA PNG and depth EXR in the dataset folder."""
-    return out_dir / f"{frame.file_path}.png", out_dir / frame.depth_file_path
+def view_files(out_dir: Path, frame: dataset.FrameRecord) -> tuple[Path, Path, Path]:
+    """The view's RGBA PNG, depth EXR and 16-bit depth PNG in the dataset folder."""
+    return (
+        out_dir / f"{frame.file_path}.png",
+        out_dir / frame.depth_file_path,
+        out_dir / interop.depth_png_path(frame),
+    )
 
 
 def _digest(value: Any) -> str:
@@ -200,5 +204,5 @@ def _record_change(stored: dict[str, Any], record: dict[str, Any]) -> str:
 
 
 def _view_complete(out_dir: Path, frame: dataset.FrameRecord) -> bool:
-    """Both files are there and not empty (each is renamed into place whole)."""
+    """All its files are there and not empty (each is renamed into place whole)."""
     return all(path.is_file() and path.stat().st_size > 0 for path in view_files(out_dir, frame))

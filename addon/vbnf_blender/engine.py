@@ -20,11 +20,12 @@ if not _VENDORED and str(ENGINE_ROOT) not in sys.path:
     sys.path.insert(0, str(ENGINE_ROOT))
 
 if _VENDORED:
+    from .core import locks
     from .core.asset.numpy_field import NumpyField
     from .core.asset.vbnf import asset_info, cut_asset, read_asset
     from .core.atomic import atomic_path, atomic_write_bytes
     from .core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from .core.data import cameras, dataset
+    from .core.data import cameras, dataset, interop
     from .core.errors import AssetError, VbnfError
     from .core.limits import (
         DEFAULT_BITWIDTH,
@@ -34,13 +35,14 @@ if _VENDORED:
         MAX_TRAIN_BITWIDTH,
     )
     from .core.metrics import SSIM_WINDOW
-    from .core.run_layout import CHECKPOINT_NAME
+    from .core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 else:
+    from core import locks
     from core.asset.numpy_field import NumpyField
     from core.asset.vbnf import asset_info, cut_asset, read_asset
     from core.atomic import atomic_path, atomic_write_bytes
     from core.cli import EXIT_CANCELLED, EXIT_USER_ERROR
-    from core.data import cameras, dataset
+    from core.data import cameras, dataset, interop
     from core.errors import AssetError, VbnfError
     from core.limits import (
         DEFAULT_BITWIDTH,
@@ -50,7 +52,7 @@ else:
         MAX_TRAIN_BITWIDTH,
     )
     from core.metrics import SSIM_WINDOW
-    from core.run_layout import CHECKPOINT_NAME
+    from core.run_layout import CHECKPOINT_NAME, METRICS_NAME
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -62,6 +64,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "MAX_LEVEL",
     "MAX_TRAIN_BITWIDTH",
+    "METRICS_NAME",
     "SSIM_WINDOW",
     "AssetError",
     "NumpyField",
@@ -72,5 +75,7 @@ __all__ = [
     "cameras",
     "cut_asset",
     "dataset",
+    "interop",
+    "locks",
     "read_asset",
 ]

@@ -30,6 +30,7 @@ from .bake_job import (
     BakeProgress,
     asset_path_for,
     bake_settings,
+    level_psnr_line,
 )
 from .engine import VbnfError
 from .preferences import python_preference
@@ -65,6 +66,13 @@ def make_job(context: bpy.types.Context) -> BakeJob:
     )
 
 
+def estimate_fingerprint(context: bpy.types.Context) -> str:
+    """What an estimate was made for: the bake settings, target and interpreter. The panel
+    shows an estimate only while these are unchanged."""
+    props: Any = context.scene.vbnf_bake  # type: ignore[union-attr]
+    return repr((bake_settings(props), props.target, python_preference(context)))
+
+
 def kept_work_dir(scene: Any) -> Path | None:
     """The work folder an interrupted bake of the scene's asset left, if there is one."""
     try:
@@ -74,21 +82,9 @@ def kept_work_dir(scene: Any) -> Path | None:
     return work_dir if work_dir.is_dir() else None
 
 
-def format_seconds(seconds: float) -> str:
-    """``1:15``: a time left, in minutes and seconds."""
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
 def status_line(progress: BakeProgress) -> str:
     """One line for the status bar: stage, epoch, PSNR and time left as far as known."""
-    parts = [progress.message]
-    if progress.epoch is not None:
-        parts.append(f"epoch {progress.epoch}")
-    if progress.psnr is not None:
-        parts.append(f"{progress.psnr:.1f} dB")
-    if progress.seconds_left is not None:
-        parts.append(f"{format_seconds(progress.seconds_left)} left")
+    parts = [progress.message, *progress.details()]
     return f"VBNF {progress.fraction:.0%}: " + ", ".join(parts) + " (Esc to cancel)"
 
 
@@ -118,10 +114,13 @@ def outcome_report(job: BakeJob) -> tuple[set[WmReportItems], str]:
         return {"ERROR"}, f"Bake failed: {job.error}{kept}"
     if job.stage == "cancelled":
         return {"WARNING"}, f"Bake {job.progress.message}{kept}"
-    scores = job.progress.level_psnr
-    finest = f", PSNR {scores[max(scores)]:.1f} dB at level {max(scores)}" if scores else ""
+    scores = level_psnr_line(job.progress.level_psnr)
     size = job.asset_path.stat().st_size
-    return {"INFO"}, f"Baked {job.asset_path} ({size} bytes{finest}{resumed})"
+    text = f"Baked {job.asset_path} ({size} bytes{f', {scores}' if scores else ''}{resumed})"
+    warnings = [note for note in (job.quality_warning, job.preview_note) if note]
+    if warnings:
+        return {"WARNING"}, f"{text}. Warning: {'; '.join(warnings)}"
+    return {"INFO"}, text
 
 
 def start_over_question(plan: ResumePlan) -> dict[str, str]:
@@ -345,5 +344,45 @@ bake starts over"""
         return {"FINISHED"}
 
 
-CLASSES = (VBNF_OT_bake, VBNF_OT_bake_cancel, VBNF_OT_bake_discard)
+class VBNF_OT_bake_estimate(bpy.types.Operator):  # noqa: N801
+    """Estimate how long the bake takes on this machine: times a few training steps at these \
+settings (remembered per machine and settings) and renders two views of the scene"""
+
+    bl_idname = "vbnf.bake_estimate"
+    bl_label = "Estimate Bake Time"
+    bl_options = {"INTERNAL"}  # noqa: RUF012
+
+    fresh: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Measure Again",
+        description="Time the training steps again instead of using the remembered figure",
+        default=False,
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if _status(context).running:
+            cls.poll_message_set("A bake is running")
+            return False
+        return context.scene is not None
+
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
+        window: Any = context.window
+        if window is not None:
+            window.cursor_modal_set("WAIT")
+        try:
+            estimate = make_job(context).estimate(fresh=self.fresh)
+        except VbnfError as error:
+            self.report({"ERROR"}, f"Estimate failed: {error}")
+            return {"CANCELLED"}
+        finally:
+            if window is not None:
+                window.cursor_modal_restore()
+        status = _status(context)
+        status.estimate_line = f"Bake takes {estimate.line()}"
+        status.estimate_for = estimate_fingerprint(context)
+        self.report({"INFO"}, status.estimate_line)
+        return {"FINISHED"}
+
+
+CLASSES = (VBNF_OT_bake, VBNF_OT_bake_cancel, VBNF_OT_bake_discard, VBNF_OT_bake_estimate)
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -9,11 +9,13 @@ from typing import Any
 import bpy
 
 from . import volume
+from .bake_job import format_seconds
 from .ops_bake import (
     VBNF_OT_bake,
     VBNF_OT_bake_cancel,
     VBNF_OT_bake_discard,
-    format_seconds,
+    VBNF_OT_bake_estimate,
+    estimate_fingerprint,
     kept_work_dir,
 )
 from .work_folder import resume_line
@@ -45,6 +47,8 @@ class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
         capture.prop(props, "views")
         capture.prop(props, "resolution")
         capture.prop(props, "samples")
+        capture.prop(props, "fov_deg")
+        capture.prop(props, "hemisphere")
         training = settings.column(heading="Training", align=True)
         training.prop(props, "bitwidth")
         training.prop(props, "min_level")
@@ -52,11 +56,23 @@ class VIEW3D_PT_vbnf_bake(bpy.types.Panel):  # noqa: N801  # Blender's naming
         training.prop(props, "epochs")
         training.prop(props, "device")
         settings.prop(props, "output_dir")
+        settings.prop(props, "keep_dataset")
         if status.running:
             self._draw_progress(layout, status)
         else:
+            self._draw_estimate(layout, context, status)
             layout.operator(VBNF_OT_bake.bl_idname, icon="RENDER_STILL")
             self._draw_kept(layout, context.scene)
+
+    @staticmethod
+    def _draw_estimate(layout: Any, context: bpy.types.Context, status: Any) -> None:
+        """The estimate made for exactly these settings, or the button that makes one."""
+        row = layout.row(align=True)
+        if status.estimate_line and status.estimate_for == estimate_fingerprint(context):
+            row.label(text=status.estimate_line, icon="TIME")
+            row.operator(VBNF_OT_bake_estimate.bl_idname, text="", icon="FILE_REFRESH").fresh = True
+        else:
+            row.operator(VBNF_OT_bake_estimate.bl_idname, text="Estimate Time", icon="TIME")
 
     @staticmethod
     def _draw_kept(layout: bpy.types.UILayout, scene: Any) -> None:

@@ -26,7 +26,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import volume
+from . import compat, volume
 from .bake_job import BakeSettings
 from .engine import MAX_LEVEL, MAX_TRAIN_BITWIDTH, VbnfError
 
@@ -64,6 +64,21 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         min=1,
         soft_max=1024,
     )
+    hemisphere: BoolProperty(  # type: ignore[valid-type]
+        name="Upper Hemisphere",
+        description="Cameras only above the target's centre, for objects standing on a floor",
+        default=_DEFAULTS.capture.hemisphere,
+    )
+    fov_deg: FloatProperty(  # type: ignore[valid-type]
+        name="Field of View",
+        description="Full angle the capture cameras see, in degrees: narrower comes closer",
+        default=_DEFAULTS.capture.fov_deg,
+        min=1.0,
+        max=170.0,
+        soft_min=10.0,
+        soft_max=90.0,
+        precision=1,
+    )
     bitwidth: IntProperty(  # type: ignore[valid-type]
         name="Bitwidth",
         description="Bits per codebook index: the codebook has 2^b entries",
@@ -100,12 +115,20 @@ class BakeSettingsProperties(bpy.types.PropertyGroup):
         ],
         default=_DEFAULTS.device,
     )
+    keep_dataset: BoolProperty(  # type: ignore[valid-type]
+        name="Keep Dataset",
+        description=(
+            "After a successful bake, keep the rendered views (a NeRF-style dataset folder "
+            "that other tools read) beside the asset as <name>.dataset"
+        ),
+        default=_DEFAULTS.keep_dataset,
+    )
     output_dir: StringProperty(  # type: ignore[valid-type]
         name="Output Folder",
         description="Folder for the .vbnf file; empty: next to the .blend file",
         default="",
         subtype="DIR_PATH",
-        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        options=compat.PATH_OPTIONS,
     )
 
 
@@ -118,6 +141,9 @@ class BakeStatusProperties(bpy.types.PropertyGroup):
     epoch: IntProperty(default=0)  # type: ignore[valid-type]  # 0: not known yet
     psnr: FloatProperty(default=0.0)  # type: ignore[valid-type]  # 0: not known yet
     seconds_left: FloatProperty(default=-1.0)  # type: ignore[valid-type]  # <0: not known
+    # The last estimate ("Bake takes about 9 min ...") and the settings it was made for.
+    estimate_line: StringProperty(default="")  # type: ignore[valid-type]
+    estimate_for: StringProperty(default="")  # type: ignore[valid-type]
 
 
 class LevelBytesProperties(bpy.types.PropertyGroup):
@@ -155,7 +181,7 @@ class AssetProperties(bpy.types.PropertyGroup):
         name="Asset",
         description="The .vbnf file this volume shows",
         subtype="FILE_PATH",
-        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        options=compat.PATH_OPTIONS,
     )
     asset_digest: StringProperty()  # type: ignore[valid-type]  # names the grid cache
     lod: IntProperty(  # type: ignore[valid-type]

@@ -1,4 +1,4 @@
-"""The training subprocess: which Python runs it, starting it, its JSON events, stopping it.
+"""The training subprocess: its environment, starting it, its JSON events, stopping it.
 
 Training needs torch, which Blender's own Python usually lacks, and would freeze the interface
 if it ran inside Blender, so ``python -m core train --events`` runs as a child process. Its
@@ -36,82 +36,30 @@ from .engine import EXIT_CANCELLED as EXIT_CANCELLED  # the trainer's exit codes
 from .engine import EXIT_USER_ERROR as EXIT_USER_ERROR
 
 STOP_GRACE_S = 10.0
-CHECK_TIMEOUT_S = 120.0
+SITE_FOLDERS = frozenset({"site-packages", "dist-packages"})
 STDERR_TAIL_LINES = 20
-# What the training child imports: if this imports, the interpreter can train.
-_CHECK_IMPORT = "import core.commands.train"
 _NEW_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)  # Windows only
 
-_checked: dict[tuple[str, float], str | None] = {}  # (path, mtime) -> None (ok) or the reason
 _live: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
 
 
-class InterpreterError(VbnfError):
-    """No Python that can train was found; the message says how to provide one."""
+def engine_environment(python: str = "") -> dict[str, str]:
+    """The environment for a child running ``python -m core``: the engine on its path first.
 
-
-def engine_environment() -> dict[str, str]:
-    """The environment for a child running ``python -m core``: the engine on its path first."""
+    A child that is this very interpreter (Blender's own Python) also gets this process's
+    site-packages folders: Blender installs an extension's bundled wheels into a folder it adds
+    to ``sys.path`` at start-up, which a fresh interpreter would not search."""
     env = dict(os.environ)
+    own_sites = []
+    child = os.path.abspath(shutil.which(python) or python) if python else ""
+    if child == os.path.abspath(sys.executable):
+        own_sites = [entry for entry in sys.path if Path(entry).name in SITE_FOLDERS]
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ENGINE_ROOT), *filter(None, [env.get("PYTHONPATH", "")])]
+        [str(ENGINE_ROOT), *own_sites, *filter(None, [env.get("PYTHONPATH", "")])]
     )
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)  # Blender sets it for its own Python; another one must not see it
     return env
-
-
-def interpreter_problem(python: str) -> str | None:
-    """Why ``python`` cannot run training (None if it can). Cached per path and file date,
-    because the check imports torch, which takes seconds."""
-    path = Path(shutil.which(python) or python)  # a bare name is looked up on PATH
-    if not path.is_file():
-        return f"{python} does not exist"
-    key = (str(path), path.stat().st_mtime)
-    if key not in _checked:
-        _checked[key] = _run_check(python)
-    return _checked[key]
-
-
-def _run_check(python: str) -> str | None:
-    try:
-        result = subprocess.run(
-            [python, "-c", _CHECK_IMPORT],
-            cwd=ENGINE_ROOT,
-            env=engine_environment(),
-            capture_output=True,
-            text=True,
-            timeout=CHECK_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"{python} could not be run ({error})"
-    if result.returncode == 0:
-        return None
-    lines = result.stderr.strip().splitlines()
-    return f"{python}: {lines[-1] if lines else f'exit code {result.returncode}'}"
-
-
-def find_interpreter(preferred: str = "") -> str:
-    """The Python that runs training: ``preferred`` (the add-on preference) when set, else the
-    one running Blender (``sys.executable``) if it can import torch.
-
-    Raises :class:`InterpreterError` with instructions when neither works.
-    """
-    candidate = preferred.strip() or sys.executable
-    problem = interpreter_problem(candidate)
-    if problem is None:
-        return candidate
-    where = (
-        "the Python set in the VBNF add-on preferences"
-        if preferred.strip()
-        else "Blender's own Python"
-    )
-    raise InterpreterError(
-        f"training needs a Python with PyTorch, and {where} cannot train ({problem}). "
-        "Install PyTorch, numpy, pillow and OpenEXR into a Python 3.10+ "
-        "(python -m pip install torch numpy pillow OpenEXR) and set its path in "
-        "Edit > Preferences > Add-ons > VBNF > Python Interpreter"
-    )
 
 
 def train_command(
@@ -210,7 +158,7 @@ class TrainingProcess:
             self._process = subprocess.Popen(
                 self.command,
                 cwd=ENGINE_ROOT,
-                env=engine_environment() | dict(extra_environment or {}),
+                env=engine_environment(self.command[0]) | dict(extra_environment or {}),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

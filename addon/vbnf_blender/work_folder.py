@@ -21,28 +21,25 @@ proof: the capture checks each view's files and the plan they were rendered from
 resumes only if the checkpoint file is there. So a failed write of it is a warning, not a
 failed bake.
 
-``bake.lock`` (process id and host) marks a folder a bake is using, so that two bakes of the
-same asset, or a Discard during a bake in another Blender, cannot delete each other's files. A
-lock whose process has ended on this host is taken over.
+``bake.lock`` marks a folder a bake is using, so that two bakes of the same asset, or a Discard
+during a bake in another Blender, cannot delete each other's files. It is an operating-system
+lock (``core/locks.py``): exactly one of two bakes started at once gets it, and it ends with the
+process that held it, however that process ends.
 
 No bpy here, so all of it is testable directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
-import os
 import shutil
-import socket
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import VbnfError, atomic_write_bytes
+from .engine import VbnfError, atomic_write_bytes, locks
 
 WORK_SUFFIX = ".bake"
 STATE_NAME = "bake.json"
@@ -61,8 +58,9 @@ class BakeStateVersionError(BakeStateError):
     """``bake.json`` was written by another version of the add-on."""
 
 
-class WorkFolderBusy(VbnfError):
-    """Another running bake holds the work folder's lock."""
+WorkFolderBusy = locks.FolderBusy  # another running bake holds the work folder's lock
+LockHolder = locks.LockHolder
+BUSY_WHAT = "another bake of this asset"
 
 
 def views_line(views_done: int, train_views: int, test_views: int) -> str:
@@ -254,16 +252,20 @@ def apply_plan(work_dir: Path, plan: ResumePlan, state: BakeState) -> str:
 
 def discard(work_dir: Path) -> None:
     """Delete a work folder, state first (see :func:`clear`); refused while a running bake
-    holds its lock."""
-    check_free(work_dir)
-    clear(work_dir)
+    holds its lock, which the deletion holds itself so that no bake starts in between."""
+    if not work_dir.is_dir():
+        return
+    acquire_lock(work_dir)
     try:
+        clear(work_dir)
         shutil.rmtree(work_dir)
     except FileNotFoundError:
         pass
     except OSError as error:
         message = f"cannot delete the bake's work folder ({error.strerror})"
         raise VbnfError(message, work_dir) from error
+    finally:
+        release_lock(work_dir)
 
 
 def kept_description(work_dir: Path) -> str:
@@ -275,114 +277,28 @@ def kept_description(work_dir: Path) -> str:
     return "the kept bake" if state is None else f"the kept {state.summary()}"
 
 
-@dataclass(frozen=True)
-class LockHolder:
-    """The process that holds a work folder's lock."""
-
-    pid: int
-    host: str
-
-    def __str__(self) -> str:
-        here = self.host == socket.gethostname()
-        return f"process {self.pid}" + ("" if here else f" on {self.host}")
-
-
-def lock_holder(work_dir: Path) -> LockHolder | None:
-    """The running process that holds the folder's lock (None: free, or its process ended).
-
-    A lock from another host cannot be checked and counts as held; one that cannot be read
-    (its writer died between creating and filling it) counts as free.
-    """
-    holder = _read_lock(work_dir)
-    if holder is None or (holder.host == socket.gethostname() and not _process_alive(holder.pid)):
-        return None
-    return holder
-
-
-def _read_lock(work_dir: Path) -> LockHolder | None:
-    """Who the folder's lock file names, alive or not (None: no lock file, or unreadable)."""
-    try:
-        document = json.loads((work_dir / LOCK_NAME).read_text(encoding="utf-8"))
-        return LockHolder(int(document["pid"]), str(document["host"]))
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+def lock_holder(work_dir: Path) -> locks.LockHolder | None:
+    """The running process that holds the folder's lock (None: free; a lock whose process
+    ended is free, the operating system dropped it)."""
+    return locks.holder(work_dir / LOCK_NAME)
 
 
 def check_free(work_dir: Path) -> None:
     """Raise :class:`WorkFolderBusy` while a running bake holds the folder's lock."""
     holder = lock_holder(work_dir)
     if holder is not None:
-        raise WorkFolderBusy(
-            f"another bake of this asset is running ({holder}); if none is, "
-            f"delete {LOCK_NAME} in this folder",
-            work_dir,
-        )
+        raise WorkFolderBusy(f"{BUSY_WHAT} is running ({holder})", work_dir)
 
 
 def acquire_lock(work_dir: Path) -> None:
-    """Take the folder's lock for this process (``O_EXCL``: of two bakes only one creates it),
-    taking over a lock whose process has ended; raises :class:`WorkFolderBusy` otherwise."""
-    path = work_dir / LOCK_NAME
-    content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(2):  # a stale lock is removed once, then taken
-            try:
-                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                check_free(work_dir)
-                path.unlink(missing_ok=True)  # stale: its process has ended
-                continue
-            try:
-                os.write(handle, content)
-            finally:
-                os.close(handle)
-            return
-    except OSError as error:
-        message = f"cannot lock the bake's work folder ({error.strerror})"
-        raise VbnfError(message, work_dir) from error
-    raise WorkFolderBusy("another bake took the work folder meanwhile", work_dir)
+    """Take the folder's lock for this process (see ``core/locks.py``: exclusive, race-free,
+    dropped by the system when the process ends); raises :class:`WorkFolderBusy` otherwise."""
+    locks.acquire(work_dir / LOCK_NAME, BUSY_WHAT)
 
 
 def release_lock(work_dir: Path) -> None:
-    """Remove this process's lock; a lock another process took over is left alone."""
-    holder = _read_lock(work_dir)
-    if holder is not None and holder.pid == os.getpid():
-        with contextlib.suppress(OSError):
-            (work_dir / LOCK_NAME).unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (``os.kill(pid, 0)`` would end it
-    on Windows, where signal 0 is CTRL_C_EVENT, so Windows asks the kernel instead)."""
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        return _windows_process_alive(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
-
-
-def _windows_process_alive(pid: int) -> bool:
-    import ctypes
-
-    query_limited_information, still_active, access_denied = 0x1000, 259, 5
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(query_limited_information, False, pid)
-    if not handle:
-        return bool(kernel32.GetLastError() == access_denied)
-    try:
-        code = ctypes.c_ulong()
-        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and (
-            code.value == still_active
-        )
-    finally:
-        kernel32.CloseHandle(handle)
+    """Remove this process's lock (a lock this process does not hold is left alone)."""
+    locks.release(work_dir / LOCK_NAME)
 
 
 def resume_line(work_dir: Path) -> str | None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import locks
 from ..asset.vbnf import asset_info, read_asset, write_asset
 from ..atomic import atomic_write_bytes
 from ..data.dataset import Split, load_split
@@ -17,7 +18,7 @@ from ..neural.field import FieldConfig, RadianceField, TrainableStore
 from ..neural.render.backend import BACKEND_CHOICES, Backend, require_device
 from ..neural.trainer import TrainOptions, prepare_run
 from ..progress import ProgressReporter
-from ..run_layout import ASSET_NAME, METRICS_NAME
+from ..run_layout import ASSET_NAME, METRICS_NAME, TRAIN_LOCK_NAME
 
 HELP = "train a VQ-AD (or uncompressed) radiance field from an RGB-D dataset"
 
@@ -126,28 +127,39 @@ def run(args: argparse.Namespace) -> int:
         check_scorable(test, args.data_dir)  # before training, not after it
         reporter.stage("load", f"loading dataset {args.data_dir}")
         train = load_split(args.data_dir, "train")
-        trainer = prepare_run(
-            args.data_dir, args.out, config, options, args.resume, reporter, train
-        )
-        reporter.stage(
-            "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
-        )
-        state = trainer.run()
-        metrics = finish(trainer.field, trainer.backend, train, test, args, reporter)
-    except TrainingCancelled as cancelled:
-        reporter.emit("cancelled", message=str(cancelled))
+        with locks.held(args.out / TRAIN_LOCK_NAME, "another training run into this folder"):
+            metrics = train_and_score(args, options, config, train, test, reporter)
+    except TrainingCancelled:  # its event comes from the command line, wherever it is raised
         raise
     except VbnfError as error:
         reporter.emit("error", message=str(error))
         raise
-    metrics["train_seconds"] = round(state.elapsed_s, 2)
-    metrics["steps"] = state.step
-    metrics["options"] = asdict(trainer.options)
-    atomic_write_bytes(args.out / METRICS_NAME, json.dumps(metrics, indent=2).encode())
     reporter.emit(
         "done", out_dir=str(args.out), asset=str(args.out / ASSET_NAME), metrics=metrics["levels"]
     )
     return 0
+
+
+def train_and_score(
+    args: argparse.Namespace,
+    options: TrainOptions,
+    config: FieldConfig,
+    train: Split,
+    test: Split,
+    reporter: ProgressReporter,
+) -> dict:
+    """Everything that writes into the output folder, done while holding its lock."""
+    trainer = prepare_run(args.data_dir, args.out, config, options, args.resume, reporter, train)
+    reporter.stage(
+        "train", f"training {trainer.total_steps} steps ({trainer.backend.name} backend)"
+    )
+    state = trainer.run()
+    metrics = finish(trainer.field, trainer.backend, train, test, args, reporter)
+    metrics["train_seconds"] = round(state.elapsed_s, 2)
+    metrics["steps"] = state.step
+    metrics["options"] = asdict(trainer.options)
+    atomic_write_bytes(args.out / METRICS_NAME, json.dumps(metrics, indent=2).encode())
+    return metrics
 
 
 def finish(

@@ -46,6 +46,7 @@ class BoundingSphere:
 class ViewPlan:
     """Camera poses of both splits plus the lens and clipping that frame the target."""
 
+    target: BoundingSphere  # the sphere around the geometry the cameras frame
     train_poses: np.ndarray  # [N, 4, 4] camera-to-world
     test_poses: np.ndarray  # [M, 4, 4] camera-to-world
     fov_rad: float  # full angle of the image's shorter side
@@ -167,6 +168,7 @@ def plan_views(
     train_dirs = fibonacci_directions(train_views, hemisphere=hemisphere)
     test_dirs = interleaved_directions(train_dirs, test_views, hemisphere=hemisphere)
     return ViewPlan(
+        target=sphere,
         train_poses=_orbit_poses(sphere.center_m, train_dirs, distance),
         test_poses=_orbit_poses(sphere.center_m, test_dirs, distance),
         fov_rad=fov_rad,

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import interop
 from .cameras import BoundingSphere, plan_views
-from .dataset import (
-    FrameRecord,
-    Intrinsics,
-    camera_rays,
-    write_depth_exr,
-    write_rgba_png,
-    write_transforms,
-)
+from .dataset import FrameRecord, Intrinsics, camera_rays, write_depth_exr, write_rgba_png
 
 LIGHT_DIRECTION = np.array([0.4, -0.5, 0.75]) / np.linalg.norm([0.4, -0.5, 0.75])
 AMBIENT = 0.35
@@ -154,13 +148,16 @@ def write_synthetic_dataset(
     intrinsics = Intrinsics(
         resolution_px, resolution_px, focal_px, focal_px, 0.5 * resolution_px, 0.5 * resolution_px
     )
+    fields = interop.ToolFields.for_plan(plan)
+    frames_by_split: dict[str, list[FrameRecord]] = {}
     for split, poses in (("train", plan.train_poses), ("test", plan.test_poses)):
-        records = []
+        records = frames_by_split.setdefault(split, [])
         for index, pose in enumerate(poses):
             rgba, depth = render_view(pose, intrinsics)
-            name = f"{split}/r_{index:03d}"
-            write_rgba_png(out_dir / f"{name}.png", rgba)
-            write_depth_exr(out_dir / f"{name}_depth.exr", depth)
-            records.append(FrameRecord(name, f"{name}_depth.exr", pose))
-        write_transforms(out_dir / f"transforms_{split}.json", intrinsics, records)
+            record = FrameRecord(f"{split}/r_{index:03d}", f"{split}/r_{index:03d}_depth.exr", pose)
+            write_rgba_png(out_dir / f"{record.file_path}.png", rgba)
+            write_depth_exr(out_dir / record.depth_file_path, depth)
+            interop.write_view_depth(out_dir, record, depth, fields.depth_png)
+            records.append(record)
+    interop.write_dataset_index(out_dir, intrinsics, frames_by_split, fields)
     return out_dir

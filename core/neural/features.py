@@ -125,7 +125,7 @@ class FrozenFeatures(FeatureStore):
 
     def __init__(self, level_data: LevelData, corners: np.ndarray) -> None:
         super().__init__()
-        table = level_data.corner_features(corners).astype(np.float32)
+        table = np.asarray(level_data.corner_features(corners), dtype=np.float32)  # no copy
         self.feature_dim = table.shape[1]
         self.level_data = level_data
         self.register_buffer("table", torch.from_numpy(table))

@@ -84,15 +84,25 @@ def encode_view_directions(directions: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def touched_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct values of ``ids`` (sorted) and ``ids`` renumbered into them, in O(num_rows)
-    with a mask instead of a sort (``torch.unique`` dominated CPU step time)."""
+def mark_touched(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of ``num_rows`` rows ``ids`` touches ([num_rows] bool) and ``ids`` renumbered into
+    the touched rows in order, in O(num_rows) with a mask instead of a sort (``torch.unique``
+    dominated CPU step time), and with no host sync: the number of touched rows is
+    ``touched.sum()``, which :func:`touched_rows` needs on the host."""
     touched = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
     touched[ids.reshape(-1)] = True
-    rows = torch.nonzero(touched).squeeze(1)
-    position = torch.empty(num_rows, dtype=torch.long, device=ids.device)
-    position[rows] = torch.arange(rows.numel(), device=ids.device)
-    return rows, position[ids]
+    position = torch.cumsum(touched, 0) - 1
+    return touched, position[ids]
+
+
+def touched_rows(touched: torch.Tensor, count: int) -> torch.Tensor:
+    """The indices of the ``count`` rows marked in ``touched``, ascending (``nonzero`` of a
+    mask whose size is known, so without a host sync): each touched row is scattered to its
+    rank, every other one to a spare last slot."""
+    rank = torch.where(touched, torch.cumsum(touched, 0) - 1, count)
+    rows = torch.empty(count + 1, dtype=torch.long, device=touched.device)
+    rows.scatter_(0, rank, torch.arange(touched.numel(), device=touched.device))
+    return rows[:count]
 
 
 class FeatureGather(Protocol):
@@ -191,9 +201,11 @@ class RadianceField(nn.Module):
         is empty space: density 0, as the numpy decoder has it).
 
         Per level only the corners this batch touches are asked for (``store(rows)``), so the
-        VQ-AD softmax runs on those rows alone; or, given ``tables`` (:meth:`corner_tables`,
-        for renders that shade many batches with one decoding), the level's table is read
-        directly. Points in unallocated cells get zero weights, hence zero features.
+        VQ-AD softmax runs on those rows alone; their numbers, which size ``rows``, are read
+        for all levels at once (one host sync per call, not one per level). Given ``tables``
+        (:meth:`corner_tables`, for renders that shade many batches with one decoding), the
+        level's table is read directly. Points in unallocated cells get zero weights, hence
+        zero features.
         """
         lookups, inside = self._lookups(points, lod, gather, tables)
         return self._interpolated(lookups, slice(None), gather), inside
@@ -210,15 +222,21 @@ class RadianceField(nn.Module):
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         lookups = []
         inside: torch.Tensor | None = None  # set by level 0, which every lod includes
-        for depth, (index, store) in enumerate(self.levels()[: lod + 1]):
+        touched: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for depth, (index, _) in enumerate(self.levels()[: lod + 1]):
             cell, corner_ids, weights = gather.corners(index, points)
             if inside is None:
                 inside = cell >= 0
             if tables is None:
-                rows, local_ids = touched_rows(corner_ids, index.num_corners)
-                lookups.append((weights, local_ids, store(rows)))
+                touched.append((weights, *mark_touched(corner_ids, index.num_corners)))
             else:
                 lookups.append((weights, corner_ids, tables[depth]))
+        if touched:
+            counts = torch.stack([mask.sum() for _, mask, _ in touched]).tolist()
+            for (weights, mask, local_ids), count, (_, store) in zip(
+                touched, counts, self.levels()[: lod + 1], strict=True
+            ):
+                lookups.append((weights, local_ids, store(touched_rows(mask, count))))
         assert inside is not None
         return lookups, inside
 
@@ -344,7 +362,9 @@ class RadianceField(nn.Module):
     @classmethod
     def from_field_data(cls, data: FieldData) -> RadianceField:
         """A frozen field that renders exactly what an asset's bytes hold."""
-        octree = data.octree.truncated(data.max_level)
+        octree = data.octree  # reused as is when it fits: its corner tables are already built
+        if octree.max_level != data.max_level:
+            octree = octree.truncated(data.max_level)
         hidden_dim = int(data.mlp.hidden_bias.shape[0])
         config = FieldConfig(
             data.min_level, data.max_level, data.feature_dim, "dense", hidden_dim=hidden_dim

@@ -13,23 +13,20 @@ everything else, so a run resumed from any checkpoint continues exactly as it wo
 from __future__ import annotations
 
 import math
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import torch
 
+from .. import stopping
 from ..asset.octree import SparseOctree
 from ..data.dataset import Split, camera_rays, depth_point_cloud, load_split
 from ..errors import DatasetError, TrainingCancelled, VbnfError
 from ..progress import ProgressReporter
 from ..run_layout import CHECKPOINT_NAME
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, restore_optimizer, save_checkpoint
 from .field import FieldConfig, RadianceField
 from .render.backend import select_backend
 from .render.occupancy import OccupancySchedule
@@ -149,23 +146,6 @@ def psnr_from_mse(mse: float) -> float:
     return -10.0 * math.log10(max(mse, 1e-12))
 
 
-@contextmanager
-def stop_requests() -> Iterator[list[str]]:
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so a stop always leaves a
-    fresh checkpoint behind instead of killing the process mid-write."""
-    requested: list[str] = []
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        requested.append(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Trainer:
     """One training run writing ``checkpoint.pt`` into ``out_dir``."""
 
@@ -186,7 +166,7 @@ class Trainer:
         self.backend = select_backend(options.backend, options.device)
         self.optimizer = make_optimizer(self.field, options)
         if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
+            restore_optimizer(self.optimizer, optimizer_state, self.checkpoint_path)
         self.state = state or TrainState()
         self.steps_per_epoch = math.ceil(len(rays) / options.batch_rays)
         self.total_steps = self.steps_per_epoch * options.epochs
@@ -235,7 +215,7 @@ class Trainer:
         """Train until ``options.epochs``; checkpoint at intervals, at the end and on a stop."""
         self.field.train()
         last_save = time.monotonic()
-        with stop_requests() as requested:
+        with stopping.polled() as requested:  # a stop: checkpoint first, then cancel
             while self.state.epoch < self.options.epochs:
                 order = torch.randperm(
                     len(self.rays),

@@ -21,7 +21,10 @@ from ...errors import AssetError
 from ..field_data import LevelData, StoreKind
 from ..octree import SparseOctree
 from .bitpack import pack_indices, unpack_indices
+from .codecs import ChunkReader
 from .spec import FP16, StoreArray
+
+FP16_PIECE_VALUES = 1 << 19  # fp16 values decoded per piece: 1 MiB of temporaries
 
 
 def level_structure(octree: SparseOctree, level: int, min_level: int) -> bytes:
@@ -58,7 +61,7 @@ def encode_store(level: LevelData, arrays: list[StoreArray], bitwidth: int) -> b
 
 
 def decode_structure(
-    raw: bytes, structure_bytes: int, masks_per_level: list[np.ndarray], level: int
+    raw: bytes | bytearray, structure_bytes: int, masks_per_level: list[np.ndarray], level: int
 ) -> list[np.ndarray]:
     """Append the child masks this chunk carries to ``masks_per_level`` (levels 0..), checking
     that each level has exactly one mask per cell and that no cell is childless."""
@@ -86,24 +89,28 @@ def decode_structure(
 
 
 def decode_store(
-    raw: bytes,
-    offset: int,
+    chunk: ChunkReader,
     level: int,
     kind: StoreKind,
     arrays: list[StoreArray],
     bitwidth: int,
 ) -> LevelData:
-    """Read a level's store from ``raw[offset:]`` (its size was checked against the table)."""
+    """Read a level's store from ``chunk`` (positioned after the structure) straight into its
+    decoded arrays: fp16 goes to float32 piece by piece, so the level is never held twice."""
     values: dict[str, np.ndarray] = {}
     for spec in arrays:
         if spec.role == "index":
-            chunk = memoryview(raw)[offset : offset + spec.bytes]
-            values[spec.name] = unpack_indices(chunk, spec.shape[0], bitwidth)
-        else:
-            count = spec.bytes // 2
-            array = np.frombuffer(raw, dtype=FP16, count=count, offset=offset)
-            if not np.isfinite(array).all():
+            packed = np.empty(spec.bytes, dtype=np.uint8)
+            chunk.readinto(packed.data)
+            values[spec.name] = unpack_indices(packed.data, spec.shape[0], bitwidth)
+            continue
+        decoded = np.empty(spec.shape, dtype=np.float32)
+        flat = decoded.reshape(-1)
+        for start in range(0, flat.size, FP16_PIECE_VALUES):
+            half = np.empty(min(FP16_PIECE_VALUES, flat.size - start), dtype=FP16)
+            chunk.readinto(half.data)
+            if not np.isfinite(half).all():
                 raise AssetError(f"level {level} {spec.name} holds non-finite fp16 values")
-            values[spec.name] = array.astype(np.float32).reshape(spec.shape)
-        offset += spec.bytes
+            flat[start : start + half.size] = half
+        values[spec.name] = decoded
     return LevelData(level, kind, **values)

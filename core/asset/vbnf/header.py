@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import AssetError
 from ..field_data import MLPWeights, StoreKind
+from .codecs import max_raw_bytes
 from .spec import (
     CHUNK_ENTRY,
     CODEC_IDS,
@@ -38,6 +39,7 @@ from .spec import (
     store_arrays,
 )
 
+CHUNK_PADDING_BYTES = 3  # the "3x" closing CHUNK_ENTRY: zero, says the spec
 _STORE_NAMES: dict[int, StoreKind] = {value: key for key, value in STORE_IDS.items()}
 _CODEC_NAMES: dict[int, Codec] = {value: key for key, value in CODEC_IDS.items()}
 
@@ -261,6 +263,9 @@ def _unpack_mlp(data: bytes, feature_dim: int, hidden_dim: int) -> MLPWeights:
 
 def _unpack_entry(data: bytes, offset: int, level: int) -> ChunkEntry:
     stored_bytes, structure_bytes, corners, crc32, codec_id = CHUNK_ENTRY.unpack_from(data, offset)
+    padding = data[offset + CHUNK_ENTRY.size - CHUNK_PADDING_BYTES : offset + CHUNK_ENTRY.size]
+    if any(padding):
+        raise AssetError(f"level {level} chunk table entry has non-zero padding {padding.hex()}")
     if codec_id not in _CODEC_NAMES:
         raise AssetError(f"level {level} uses unknown codec {codec_id}")
     return ChunkEntry(level, stored_bytes, structure_bytes, corners, crc32, _CODEC_NAMES[codec_id])
@@ -285,6 +290,11 @@ def _check_entry(header: AssetHeader, entry: ChunkEntry) -> None:
     raw_bytes = header.raw_bytes(entry)
     if max(raw_bytes, entry.stored_bytes) > MAX_CHUNK_BYTES:
         raise AssetError(f"level {level} declares a chunk over the {MAX_CHUNK_BYTES}-byte cap")
+    if raw_bytes > max_raw_bytes(entry.stored_bytes, entry.codec) and entry.codec != "none":
+        raise AssetError(
+            f"level {level} declares {raw_bytes} bytes of contents in {entry.stored_bytes} "
+            f"{entry.codec} bytes, more than {entry.codec} can expand to"
+        )
     if entry.codec == "none" and entry.stored_bytes != raw_bytes:
         raise AssetError(
             f"level {level} is stored uncompressed in {entry.stored_bytes} bytes but its "

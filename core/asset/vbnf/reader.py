@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,8 +23,9 @@ import numpy as np
 from ...errors import AssetError, VbnfError
 from ..field_data import FieldData, LevelData
 from ..octree import SparseOctree
+from . import budget
 from .chunk import decode_store, decode_structure
-from .codecs import decompress
+from .codecs import ChunkReader
 from .header import AssetHeader, LevelLayout, header_size, unpack_header
 from .spec import PREFIX
 
@@ -39,7 +40,7 @@ class ScannedAsset:
 
     name: str | None  # the file's path, for messages; None for in-memory sources
     header: AssetHeader
-    chunks: list[bytes]  # stored bytes of the complete chunks read, coarsest first
+    chunks: list[bytes | bytearray]  # stored bytes of the complete chunks read, coarsest first
     requested_levels: int  # how many chunks were asked for (all, or up to a max_level)
     available_bytes: int  # bytes read before the source ended or reading stopped
 
@@ -77,13 +78,16 @@ class AssetContents:
     notes: list[str]
 
 
-def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
+def read_asset(
+    source: Source, max_level: int | None = None, memory_budget_bytes: int | None = None
+) -> AssetContents:
     """Decode ``source`` up to ``max_level`` (default: all levels it has).
 
     A truncated source yields its complete levels, with the rest in ``missing_levels`` and
-    ``notes``; a source without even one complete level raises :class:`AssetError`.
+    ``notes``; a source without even one complete level raises :class:`AssetError`, and so
+    does one whose levels would need more memory than the budget (see ``budget.py``).
     """
-    scan = scan_asset(source, max_level)
+    scan = scan_asset(source, max_level, budget.memory_budget_bytes(memory_budget_bytes))
     header = scan.header
     if not scan.chunks:
         first = header.layouts()[0]
@@ -93,7 +97,15 @@ def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
             scan.name,
         )
     with named_errors(scan.name):
-        field = _decode_field(header, scan.chunks)
+        try:
+            field = _decode_field(header, scan.chunks)
+        except MemoryError as error:  # within the budget, but this machine has less free
+            decoded = header.chunks[: len(scan.chunks)]
+            needed_bytes = sum(budget.decoded_level_bytes(header, entry) for entry in decoded)
+            raise AssetError(
+                f"out of memory decoding levels {_level_span([e.level for e in decoded])} "
+                f"(they need about {needed_bytes >> 20} MiB); read fewer levels"
+            ) from error
     return AssetContents(
         field=field,
         header_bytes=header.header_bytes,
@@ -103,8 +115,13 @@ def read_asset(source: Source, max_level: int | None = None) -> AssetContents:
     )
 
 
-def scan_asset(source: Source, max_level: int | None = None) -> ScannedAsset:
-    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs."""
+def scan_asset(
+    source: Source, max_level: int | None = None, decode_budget_bytes: int | None = None
+) -> ScannedAsset:
+    """Read the header and the chunks of levels up to ``max_level``, checking their CRCs.
+
+    With ``decode_budget_bytes`` the levels to decode (those the source is long enough to hold)
+    are first checked against that memory budget, before a single chunk byte is read."""
     with _open(source) as (stream, name), named_errors(name):
         reader = _Reader(stream)
         header = _read_header(reader)
@@ -113,6 +130,14 @@ def scan_asset(source: Source, max_level: int | None = None) -> ScannedAsset:
                 f"max_level {max_level} is below the coarsest level {header.min_level}", name
             )
         requested = [e for e in header.chunks if max_level is None or e.level <= max_level]
+        if decode_budget_bytes is not None:  # for the levels the source can hold at all
+            size_bytes = reader.source_bytes
+            present = [
+                entry
+                for entry, layout in zip(requested, header.layouts(), strict=False)
+                if size_bytes is None or layout.cumulative_bytes <= size_bytes
+            ]
+            budget.check_budget(header, present, decode_budget_bytes)
         chunks = []
         for entry in requested:
             stored = reader.read(entry.stored_bytes)
@@ -142,14 +167,40 @@ def named_errors(name: str | None) -> Iterator[None]:
 
 
 class _Reader:
-    """Sequential reads that allocate only as data arrives, however large the request."""
+    """Sequential reads that allocate only as data arrives, however large the request: from a
+    source of known size a read is one buffer of what the source still holds (never the size a
+    header claims), from a pipe it grows piece by piece."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(
+            stream, "readinto", None
+        )
+        self._remaining_bytes = None if self._readinto is None else _remaining_bytes(stream)
         self.consumed_bytes = 0
 
-    def read(self, size: int) -> bytes:
+    @property
+    def source_bytes(self) -> int | None:
+        """Size of the source from where reading began (None: unknown)."""
+        return self._remaining_bytes
+
+    def read(self, size: int) -> bytes | bytearray:
         """Up to ``size`` bytes; fewer only when the source has ended."""
+        if self._remaining_bytes is None or self._readinto is None:
+            return self._read_pieces(size)
+        buffer = bytearray(min(size, max(self._remaining_bytes - self.consumed_bytes, 0)))
+        view, filled = memoryview(buffer), 0
+        while filled < len(buffer):
+            count = self._readinto(view[filled : filled + _READ_PIECE_BYTES])
+            if not count:
+                del view
+                del buffer[filled:]  # the source shrank meanwhile
+                break
+            filled += count
+        self.consumed_bytes += len(buffer)
+        return buffer
+
+    def _read_pieces(self, size: int) -> bytes:
         pieces = []
         remaining = size
         while remaining > 0:
@@ -180,32 +231,47 @@ def _open(source: Source) -> Iterator[tuple[BinaryIO, str | None]]:
         yield source, stream_name if isinstance(stream_name, str) else None
 
 
+def _remaining_bytes(stream: BinaryIO) -> int | None:
+    """Bytes a seekable source holds from its position on (None for a pipe or a socket)."""
+    try:
+        if not stream.seekable():
+            return None
+        position = stream.tell()
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(position)
+    except (OSError, ValueError):
+        return None
+    return end - position
+
+
 def _read_header(reader: _Reader) -> AssetHeader:
-    prefix = reader.read(PREFIX.size)
-    rest = reader.read(header_size(prefix) - PREFIX.size)
+    prefix = bytes(reader.read(PREFIX.size))
+    rest = bytes(reader.read(header_size(prefix) - PREFIX.size))
     return unpack_header(prefix + rest)
 
 
-def _decode_field(header: AssetHeader, chunks: list[bytes]) -> FieldData:
+def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> FieldData:
     masks_per_level: list[np.ndarray] = []
     levels: list[LevelData] = []
     octree: SparseOctree | None = None
     for entry, stored in zip(header.chunks, chunks, strict=False):
-        what = f"level {entry.level} chunk"
-        raw = decompress(stored, entry.codec, header.raw_bytes(entry), what)
-        masks_per_level = decode_structure(raw, entry.structure_bytes, masks_per_level, entry.level)
+        chunk = ChunkReader(
+            stored, entry.codec, header.raw_bytes(entry), f"level {entry.level} chunk"
+        )
+        structure = bytearray(entry.structure_bytes)
+        chunk.readinto(memoryview(structure))
+        masks_per_level = decode_structure(
+            structure, entry.structure_bytes, masks_per_level, entry.level
+        )
         octree = SparseOctree.from_child_masks(masks_per_level)
-        if octree.num_corners(entry.level) != entry.corners:
+        if octree.num_corners(entry.level) != entry.corners:  # before the store is allocated
             raise AssetError(
                 f"level {entry.level} octree has {octree.num_corners(entry.level)} corners, "
                 f"the chunk table says {entry.corners}"
             )
         arrays = header.store_arrays(entry)
-        levels.append(
-            decode_store(
-                raw, entry.structure_bytes, entry.level, header.store, arrays, header.bitwidth
-            )
-        )
+        levels.append(decode_store(chunk, entry.level, header.store, arrays, header.bitwidth))
+        chunk.finish()
     assert octree is not None, "read_asset decodes only sources with a complete level"
     return FieldData(
         octree=octree,

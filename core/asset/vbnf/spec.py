@@ -40,6 +40,10 @@ OUTPUT_DIM = 4  # density, r, g, b
 MAX_RANK = 256
 MAX_HIDDEN_DIM = 1024
 MAX_CHUNK_BYTES = 1 << 32  # per chunk, stored and decompressed
+# Normalisation bounds: any real scene fits them with room to spare, and within them no world
+# point a renderer or openvdb handles can overflow float64 on its way into the cube.
+SCALE_RANGE = (1e-9, 1e9)
+MAX_ABS_OFFSET = 1e9
 
 
 def packed_index_bytes(count: int, bitwidth: int) -> int:
@@ -151,8 +155,8 @@ def header_problem(
     for name, value, low, high in ranges:
         if not low <= value <= high:
             return f"{name} {value} outside {low}..{high} for a {store} store"
-    if not (math.isfinite(scale) and scale > 0.0):
-        return f"normalisation scale {scale} is not a finite positive number"
-    if len(offset) != 3 or not all(math.isfinite(value) for value in offset):
-        return f"normalisation offset {list(offset)} is not 3 finite numbers"
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        return f"normalisation scale {scale} outside {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}"
+    if len(offset) != 3 or not all(abs(value) <= MAX_ABS_OFFSET for value in offset):
+        return f"normalisation offset {list(offset)} is not 3 numbers within ±{MAX_ABS_OFFSET:g}"
     return None

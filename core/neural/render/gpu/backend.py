@@ -30,15 +30,20 @@ def cupy_unavailable_reason(device: str | torch.device) -> str | None:
         return f"it needs a CUDA device, and the device is {device}"
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
-    from .kernels import compile_all, import_cupy
+    from .kernels import compile_all, cuda_version_mismatch, cupy_package_for, import_cupy
 
     try:
-        import_cupy()
+        cupy = import_cupy()
     except Exception as error:  # ImportError, or a broken CUDA library underneath
-        return f"CuPy does not import ({error}); install requirements-gpu.txt"
+        return (
+            f"CuPy does not import ({error}); install {cupy_package_for(torch.version.cuda)} "
+            "(requirements-gpu.txt)"
+        )
     index = device.index if device.index is not None else torch.cuda.current_device()
     try:
         compile_all(index)
     except Exception as error:  # NVRTC and driver errors come as several CuPy types
-        return f"the kernels in cuda/ do not compile or load ({error})"
+        mismatch = cuda_version_mismatch(cupy)
+        hint = "" if mismatch is None else f"; {mismatch}"
+        return f"the kernels in cuda/ do not compile or load ({error}){hint}"
     return None

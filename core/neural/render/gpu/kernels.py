@@ -46,6 +46,27 @@ def import_cupy() -> Any:
     return cupy
 
 
+def cupy_package_for(torch_cuda: str | None) -> str:
+    """The CuPy wheel for torch's CUDA version (``torch.version.cuda``, "13.0" ->
+    "cupy-cuda13x"): each wheel loads the CUDA libraries of its own major version, which a
+    machine set up for torch's CUDA may not have."""
+    if not torch_cuda:
+        return "the cupy-cudaNNx wheel of torch's CUDA version"
+    return f"cupy-cuda{torch_cuda.split('.')[0]}x"
+
+
+def cuda_version_mismatch(cupy: Any) -> str | None:
+    """Why CuPy's CUDA and torch's differ, where they do (a likely reason for CuPy to fail)."""
+    cupy_major = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    torch_cuda = torch.version.cuda
+    if torch_cuda is None or int(torch_cuda.split(".")[0]) == cupy_major:
+        return None
+    return (
+        f"CuPy is built for CUDA {cupy_major} and torch for CUDA {torch_cuda}: install "
+        f"{cupy_package_for(torch_cuda)}"
+    )
+
+
 @functools.cache
 def _module(source: str, device_index: int) -> Any:
     cupy = import_cupy()

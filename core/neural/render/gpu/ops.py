@@ -3,7 +3,7 @@
 ``trace``, ``sample``, ``composite`` and ``composite_round`` take and return exactly what
 ``OctreeAccel.raytrace``, ``sample_hits``, ``composite`` and ``composite_round`` in
 :mod:`core.neural.render.raymarch` do, and :class:`KernelGather` is a
-:class:`~core.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
+:class:`~core.neural.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
 the gather's ``interpolate`` are differentiable (:class:`PackedComposite`,
 :class:`CornerInterpolation`). Outputs are torch
 tensors allocated here (see :mod:`core.neural.render.gpu.kernels` for the launch conventions).
@@ -11,6 +11,7 @@ tensors allocated here (see :mod:`core.neural.render.gpu.kernels` for the launch
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,23 @@ from .kernels import launch, pointer
 _SEED_HIGH = 2**63 - 1
 
 
-def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -> VoxelHits:
+@dataclass
+class KernelHits(VoxelHits):
+    """Hits made by :func:`trace`, packed by ray with ray ids in ``0..num_rays - 1`` by
+    construction (each ray writes exactly its own slots), so what is sampled from them needs no
+    check on the host before compositing."""
+
+    num_rays: int = 0
+
+
+@dataclass
+class KernelSamples(PackedSamples):
+    """Samples :func:`sample` made from :class:`KernelHits`: packed like them."""
+
+    num_rays: int = 0
+
+
+def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -> KernelHits:
     """Cells of ``accel.trace_level`` hit by each ray, packed by ray and front to back (the same
     list, order and values as ``accel.raytrace(origins, directions)``). Rays are read as
     float32."""
@@ -54,7 +71,7 @@ def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -
     if total:
         scratch_in = torch.empty(total, dtype=torch.float64, device=device)
         scratch_out = torch.empty(total, dtype=torch.float64, device=device)
-        offsets = (ends - counts).contiguous()
+        offsets = torch.cat([ends.new_zeros(1), ends])
         launch(
             "trace_write", device, num_rays, *ray_args, np.int32(num_rays), *octree_args,
             pointer(offsets, torch.int64), pointer(ray_index, torch.int64),
@@ -62,7 +79,7 @@ def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -
             pointer(scratch_out, torch.float64), pointer(t_in, torch.float32),
             pointer(t_out, torch.float32),
         )  # fmt: skip
-    return VoxelHits(ray_index, cell_index, t_in, t_out)
+    return KernelHits(ray_index, cell_index, t_in, t_out, num_rays)
 
 
 def sample(
@@ -74,7 +91,8 @@ def sample(
 ) -> PackedSamples:
     """``samples_per_voxel`` stratified samples per hit cell. Without a generator they sit at
     bin centres and equal ``sample_hits``' bit for bit; with one, the jitter is hashed on the
-    GPU from a seed drawn from ``generator`` (same distribution, different numbers)."""
+    GPU from a seed drawn from ``generator`` (same distribution, different numbers). Hits from
+    :func:`trace` give :class:`KernelSamples`."""
     device = origins.device
     num_hits = int(hits.ray_index.numel())
     total = num_hits * samples_per_voxel
@@ -103,7 +121,27 @@ def sample(
         pointer(ray_index, torch.int64), pointer(t, torch.float32),
         pointer(step, torch.float32), pointer(points, torch.float32),
     )  # fmt: skip
+    if isinstance(hits, KernelHits):
+        return KernelSamples(ray_index, t, step, points, hits.num_rays)
     return PackedSamples(ray_index, t, step, points)
+
+
+def check_packing(samples: PackedSamples, num_rays: int) -> None:
+    """Refuse samples the compositing kernels would not cover: they read ray r's samples as
+    ``offsets[r]:offsets[r + 1]`` (:func:`ray_offsets`), so a sample of an unsorted or
+    out-of-range ray index would belong to no ray, or to the wrong one, and its outputs would
+    be garbage. Costs one host sync, except for :class:`KernelSamples` of as many rays, packed
+    by construction."""
+    if isinstance(samples, KernelSamples) and samples.num_rays == num_rays:
+        return
+    ray_index = samples.ray_index
+    if ray_index.numel() == 0:
+        return
+    unsorted = (ray_index[1:] < ray_index[:-1]).any()
+    if bool(unsorted | (ray_index[0] < 0) | (ray_index[-1] >= num_rays)):
+        raise ValueError(
+            f"compositing needs samples packed by ray: ray indices sorted and in 0..{num_rays - 1}"
+        )
 
 
 def ray_offsets(ray_index: torch.Tensor, num_rays: int) -> torch.Tensor:
@@ -187,7 +225,9 @@ def composite(
     num_rays: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Premultiplied colour [R, 3] and alpha [R] of packed samples, like ``raymarch.composite``
-    (float32; inputs of other dtypes are converted, differentiably)."""
+    (float32; inputs of other dtypes are converted, differentiably). Raises ValueError for
+    samples not packed by ray (:func:`check_packing`)."""
+    check_packing(samples, num_rays)
     offsets = ray_offsets(samples.ray_index, num_rays)
     result: tuple[torch.Tensor, torch.Tensor] = PackedComposite.apply(
         density.float().contiguous(),
@@ -271,7 +311,7 @@ class CornerInterpolation(torch.autograd.Function):
 
 
 class KernelGather:
-    """The :class:`~core.field.FeatureGather` of the cupy backend: lookup and weights in one
+    """The :class:`~core.neural.field.FeatureGather` of the cupy backend: lookup and weights in one
     kernel (instead of ~15 tensor operations), interpolation in one (instead of 16)."""
 
     def corners(
