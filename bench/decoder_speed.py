@@ -70,7 +70,7 @@ def main() -> None:
     print(f"decoder setup: {time.perf_counter() - start:.3f} s")
     points = sample_points(field, args.points)
     directions = np.random.default_rng(2).normal(size=points.shape)
-    for level in (field.min_level, field.max_level):
+    for level in range(field.min_level, field.max_level + 1):
         given = points_per_second(decoder, points, level, directions)
         averaged = points_per_second(decoder, points, level, None)
         print(

@@ -39,9 +39,15 @@ from core.data.dataset import Intrinsics, Split, load_split
 from core.data.synthetic import write_synthetic_dataset
 from core.metrics import over_white, premultiply, psnr
 from core.neural.field import TORCH_GATHER, FieldConfig, RadianceField
-from core.neural.render.gpu.backend import Backend, cupy_unavailable_reason, select_backend
-from core.neural.render.raymarch import OctreeTracer
-from core.neural.render.renderer import DEFAULT_TERMINATION, RayBatch, rays_for_camera, render_image
+from core.neural.render.backend import Backend, select_backend
+from core.neural.render.gpu.backend import cupy_unavailable_reason
+from core.neural.render.renderer import (
+    DEFAULT_TERMINATION,
+    RayBatch,
+    rays_for_camera,
+    render_image,
+    render_rays_early_exit,
+)
 from core.neural.trainer import Trainer, TrainOptions, prepare_run
 from core.progress import ProgressReporter
 
@@ -164,13 +170,13 @@ def pipeline_rays_per_s(trainer: Trainer, settings: Settings, backward: bool) ->
     count = min(settings.probe_rays, len(trainer.rays))
     rays = trainer.rays.batch.subset(torch.randperm(len(trainer.rays))[:count].to(device))
     generator = torch.Generator().manual_seed(0)
-    hits = backend.trace(trainer.tracer, rays.origins, rays.directions)
+    hits = backend.trace(trainer.field.accel, rays.origins, rays.directions)
     num_samples = int(backend.sample(hits, rays.origins, rays.directions, None).t.numel())
     density = torch.rand(num_samples, device=device).mul_(20.0).requires_grad_(backward)
     rgb = torch.rand(num_samples, 3, device=device).requires_grad_(backward)
 
     def work() -> None:
-        hits = backend.trace(trainer.tracer, rays.origins, rays.directions)
+        hits = backend.trace(trainer.field.accel, rays.origins, rays.directions)
         samples = backend.sample(hits, rays.origins, rays.directions, generator)
         colour, alpha = backend.composite(density, rgb, samples, count)
         if backward:
@@ -235,7 +241,6 @@ def render_fps(trainer: Trainer, test: Split, settings: Settings) -> float:
     """Frames per second of the early-exit render, rays already on the device."""
     field, backend = trainer.field, trainer.backend
     rays = frame_rays(field, test, settings)
-    tracer = OctreeTracer(field.octree, field.config.min_level).to(settings.device)
     chunks = [
         RayBatch(rays.origins[a : a + settings.chunk_rays],
                  rays.directions[a : a + settings.chunk_rays],
@@ -247,7 +252,7 @@ def render_fps(trainer: Trainer, test: Split, settings: Settings) -> float:
 
     def work() -> None:
         for chunk in chunks:
-            backend.render_early_exit(field, tracer, chunk, lod, DEFAULT_TERMINATION)
+            render_rays_early_exit(field, chunk, lod, DEFAULT_TERMINATION, backend)
 
     return 1.0 / median_seconds(settings.device, settings.frames, work)
 

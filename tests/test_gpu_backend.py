@@ -18,10 +18,9 @@ import torch
 from core_cli import REPO_ROOT, run_core
 
 from core.errors import VbnfError
-from core.neural.render.gpu.backend import select_backend, torch_backend
+from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu.kernels import cupy_package_for
-from core.neural.render.raymarch import composite, sample_hits
-from core.neural.render.renderer import render_rays_early_exit
+from core.neural.render.raymarch import composite, composite_round, sample_hits
 
 
 def test_torch_backend_is_the_reference() -> None:
@@ -29,7 +28,7 @@ def test_torch_backend_is_the_reference() -> None:
     assert backend.name == "torch"
     assert backend.sample is sample_hits
     assert backend.composite is composite
-    assert backend.render_early_exit is render_rays_early_exit
+    assert backend.composite_round is composite_round
 
 
 def test_selection_on_the_cpu() -> None:
@@ -46,8 +45,8 @@ def test_core_never_imports_cupy_on_its_own() -> None:
     code = (
         "import sys, core.neural.trainer, core.neural.render.renderer\n"
         "import core.neural.render.gpu.backend, core.neural.render.gpu.ops\n"
-        "import core.neural.render.gpu.early_exit, core.commands.train\n"
-        "core.neural.render.gpu.backend.select_backend('auto', 'cpu')\n"
+        "import core.neural.render.backend, core.commands.train\n"
+        "core.neural.render.backend.select_backend('auto', 'cpu')\n"
         "assert 'cupy' not in sys.modules, 'cupy was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)

@@ -40,24 +40,14 @@ from kernel_host import GXX, host_launch, host_pointer
 
 from core.asset.octree import SparseOctree
 from core.limits import SAMPLES_PER_VOXEL
-from core.neural.field import TORCH_GATHER, FieldConfig, LevelIndex, RadianceField, TrainableStore
+from core.neural.field import TORCH_GATHER, FieldConfig, RadianceField, TrainableStore
+from core.neural.render.accel import LevelIndex, OctreeAccel
+from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu import ops
-from core.neural.render.gpu.backend import (
-    cupy_backend,
-    cupy_unavailable_reason,
-    select_backend,
-    torch_backend,
-)
-from core.neural.render.gpu.early_exit import render_rays_early_exit as render_cupy_early_exit
+from core.neural.render.gpu.backend import cupy_backend, cupy_unavailable_reason
 from core.neural.render.gpu.kernels import import_cupy
-from core.neural.render.gpu.octree_tables import trace_tables
-from core.neural.render.raymarch import (
-    OctreeTracer,
-    PackedSamples,
-    VoxelHits,
-    composite,
-    sample_hits,
-)
+from core.neural.render.occupancy import EMPTY_CHECKS
+from core.neural.render.raymarch import PackedSamples, VoxelHits, composite, sample_hits
 from core.neural.render.renderer import (
     DEFAULT_TERMINATION,
     RayBatch,
@@ -151,38 +141,38 @@ def make_rays(device: torch.device, count: int, seed: int) -> tuple[torch.Tensor
 def test_trace_matches_torch_exactly(
     device: torch.device, octree: SparseOctree, level: int
 ) -> None:
-    tracer = OctreeTracer(octree, level).to(device)
+    accel = OctreeAccel(octree, level, level).to(device)
     origins, directions = make_rays(device, 4096, seed=0)
-    expected = tracer(origins, directions)
-    actual = ops.trace(tracer, origins, directions)
+    expected = accel.raytrace(origins, directions)
+    actual = ops.trace(accel, origins, directions)
     assert expected.ray_index.numel() > 0
     for name in ("ray_index", "cell_index", "t_in", "t_out"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
 
 def test_trace_with_no_rays_and_no_hits(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     empty = torch.zeros(0, 3, device=device)
-    assert ops.trace(tracer, empty, empty).ray_index.numel() == 0
+    assert ops.trace(accel, empty, empty).ray_index.numel() == 0
     away = torch.tensor([[3.0, 3.0, 3.0]], device=device)
-    assert ops.trace(tracer, away, away).ray_index.numel() == 0
+    assert ops.trace(accel, away, away).ray_index.numel() == 0
 
 
 def test_trace_write_keeps_to_each_rays_slots(device: torch.device, octree: SparseOctree) -> None:
     """Given slots that disagree with its walk (one too few for every third ray, two too many
     for the next), ``trace_write`` writes exactly ray r's slots ``offsets[r]..offsets[r + 1]``:
     no neighbour's slot, nothing past the end, and spare slots as zero-length hits."""
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 512, seed=17)
     num_rays = int(origins.shape[0])
-    expected = tracer(origins, directions)
+    expected = accel.raytrace(origins, directions)
     counts = torch.bincount(expected.ray_index, minlength=num_rays)
     slots = counts.clone()
     slots[0::3] = (counts[0::3] - 1).clamp(min=0)
     slots[1::3] += 2
     offsets = torch.cat([slots.new_zeros(1), torch.cumsum(slots, 0)])
     total = int(offsets[-1])
-    tables = trace_tables(tracer, device)
+    tables = accel.trace_tables(device)
     guard = -7  # one slot past the end and every slot start out as this
     ray_index, cell_index = (torch.full((total + 1,), guard, device=device) for _ in range(2))
     scratch_in, scratch_out = (torch.full((total + 1,), guard, dtype=torch.float64,
@@ -193,7 +183,7 @@ def test_trace_write_keeps_to_each_rays_slots(device: torch.device, octree: Spar
     ops.launch(
         "trace_write", device, num_rays, p(origins, torch.float32), p(directions, torch.float32),
         np.int32(num_rays), p(tables.cell_min, torch.float64), p(tables.children, torch.int32),
-        np.int32(tracer.level), np.int32(tables.level_start), np.int32(tables.num_roots),
+        np.int32(accel.trace_level), np.int32(tables.level_start), np.int32(tables.num_roots),
         p(offsets, torch.int64), p(ray_index, torch.int64), p(cell_index, torch.int64),
         p(scratch_in, torch.float64), p(scratch_out, torch.float64), p(t_in, torch.float32),
         p(t_out, torch.float32),
@@ -222,9 +212,9 @@ def test_trace_write_keeps_to_each_rays_slots(device: torch.device, octree: Spar
 
 
 def test_bin_centre_samples_match_torch_exactly(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 2048, seed=1)
-    hits = tracer(origins, directions)
+    hits = accel.raytrace(origins, directions)
     expected = sample_hits(hits, origins, directions, None)
     actual = ops.sample(hits, origins, directions, None)
     for name in ("ray_index", "t", "step", "points"):
@@ -232,9 +222,9 @@ def test_bin_centre_samples_match_torch_exactly(device: torch.device, octree: Sp
 
 
 def test_jittered_samples_are_stratified(device: torch.device, octree: SparseOctree) -> None:
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 2048, seed=2)
-    hits = tracer(origins, directions)
+    hits = accel.raytrace(origins, directions)
     samples = ops.sample(hits, origins, directions, torch.Generator().manual_seed(5))
     reference = sample_hits(hits, origins, directions, None)
     assert torch.equal(samples.ray_index, reference.ray_index)
@@ -264,9 +254,9 @@ def composite_inputs(
     device: torch.device, octree: SparseOctree, seed: int, media: str = "dense"
 ) -> tuple[PackedSamples, torch.Tensor, torch.Tensor, int]:
     """Bin-centre samples of random rays with random media (see ``MEDIA_DENSITY``)."""
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 3000, seed=seed)
-    samples = sample_hits(tracer(origins, directions), origins, directions, None)
+    samples = sample_hits(accel.raytrace(origins, directions), origins, directions, None)
     generator = torch.Generator(device=device).manual_seed(seed)
     count = samples.t.numel()
     if media == "dense":
@@ -317,10 +307,10 @@ def test_composite_round_of_one_voxel_matches_torch(
     """An early-exit round that takes each ray's first voxel composites it like the torch
     reference (colour exactly so; transmittance holds 1 - alpha, so only to float32 rounding
     of that difference)."""
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 3000, seed=16)
     num_rays = int(origins.shape[0])
-    hits = tracer(origins, directions)
+    hits = accel.raytrace(origins, directions)
     counts = torch.bincount(hits.ray_index, minlength=num_rays)
     first = (torch.cumsum(counts, 0) - counts)[counts > 0]
     round_hits = VoxelHits(*(a[first] for a in (hits.ray_index, hits.cell_index, hits.t_in,
@@ -356,9 +346,9 @@ def test_composite_refuses_samples_not_packed_by_ray(
     for ray_index, rays in ((ray, int(ray[-1])), (negative, num_rays), (unsorted, num_rays)):
         with pytest.raises(ValueError, match="packed by ray"):
             ops.composite(density, rgb, replace(samples, ray_index=ray_index), rays)
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 3000, seed=18)
-    made = ops.sample(ops.trace(tracer, origins, directions), origins, directions, None)
+    made = ops.sample(ops.trace(accel, origins, directions), origins, directions, None)
     assert isinstance(made, ops.KernelSamples)  # packed by construction: no check, no sync
     assert torch.equal(made.ray_index, ray)
     with pytest.raises(ValueError, match="packed by ray"):  # but not for fewer rays
@@ -381,9 +371,9 @@ def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) 
     if device.type != "cuda":
         pytest.skip("streams exist on CUDA only")
     _, density, rgb, num_rays = composite_inputs(device, octree, 9)
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, 3000, seed=9)
-    samples = ops.sample(ops.trace(tracer, origins, directions), origins, directions, None)
+    samples = ops.sample(ops.trace(accel, origins, directions), origins, directions, None)
     assert isinstance(samples, ops.KernelSamples)  # composite waits for nothing on the host
     expected = composite(density * 2.0, rgb, samples, num_rays)
     stream = torch.cuda.Stream()
@@ -437,10 +427,10 @@ def test_large_input_matches_torch(device: torch.device, octree: SparseOctree) -
         pytest.skip("too large for the host build")
     if torch.cuda.get_device_properties(device).total_memory < 32 * 2**30:
         pytest.skip("needs a GPU with 32 GiB or more")
-    tracer = OctreeTracer(octree, 3).to(device)
+    accel = OctreeAccel(octree, 3, 3).to(device)
     origins, directions = make_rays(device, LARGE_RAYS, seed=20)
-    expected_hits = tracer(origins, directions)
-    hits = ops.trace(tracer, origins, directions)
+    expected_hits = accel.raytrace(origins, directions)
+    hits = ops.trace(accel, origins, directions)
     for name in ("ray_index", "cell_index", "t_in", "t_out"):
         assert torch.equal(getattr(hits, name), getattr(expected_hits, name)), name
     del expected_hits
@@ -470,15 +460,27 @@ def test_large_input_matches_torch(device: torch.device, octree: SparseOctree) -
 
 
 def make_field(
-    device: torch.device, octree: SparseOctree, store: TrainableStore, density_bias: float
+    device: torch.device,
+    octree: SparseOctree,
+    store: TrainableStore,
+    density_bias: float,
+    culled: bool = False,
 ) -> RadianceField:
-    """A random field; a large density bias makes rays opaque within a voxel or two."""
+    """A random field; a large density bias makes rays opaque within a voxel or two.
+    ``culled``: its occupancy grids are checked and cull part of the space."""
     torch.manual_seed(0)
     config = FieldConfig(min_level=3, max_level=MAX_LEVEL, feature_dim=8, store=store)
     field = RadianceField(octree, config, 1.0, np.zeros(3))
     with torch.no_grad():
         field.output.bias[0] = density_bias
-    return field.to(device).eval()
+    field = field.to(device).eval()
+    if culled:
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(EMPTY_CHECKS):
+            field.check_occupancy(generator)
+        grids = [field.accel.occupancy.grid(lod) for lod in range(config.num_lods)]
+        assert not all(bool(grid.occupied.all()) for grid in grids), "nothing culled"
+    return field
 
 
 def make_batch(device: torch.device, count: int, seed: int) -> RayBatch:
@@ -512,8 +514,10 @@ def gather_points(device: torch.device, octree: SparseOctree, seed: int) -> torc
     """Samples along random rays (mostly in allocated cells), every 7th pushed out of the cube,
     plus points on the cube's faces and corners, where cells clamp."""
     origins, directions = make_rays(device, 2048, seed=seed)
-    tracer = OctreeTracer(octree, 3).to(device)
-    points = sample_hits(tracer(origins, directions), origins, directions, None).points.clone()
+    accel = OctreeAccel(octree, 3, 3).to(device)
+    points = sample_hits(
+        accel.raytrace(origins, directions), origins, directions, None
+    ).points.clone()
     points[::7] *= 1.5
     faces = torch.tensor(
         [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -0.3, 0.2], [0.0, 0.0, 0.0], [-1.0, 0.6, 1.0]],
@@ -590,16 +594,15 @@ def test_training_feature_gather_matches_field(
             assert_gradient_close(got_grad, want_grad)
 
 
-@pytest.mark.parametrize("density_bias", [0.0, 40.0])
+@pytest.mark.parametrize(("density_bias", "culled"), [(0.0, False), (40.0, False), (-0.3, True)])
 @pytest.mark.parametrize("lod", [0, 3])
 def test_early_exit_render_matches_torch(
-    device: torch.device, octree: SparseOctree, density_bias: float, lod: int
+    device: torch.device, octree: SparseOctree, density_bias: float, culled: bool, lod: int
 ) -> None:
-    field = make_field(device, octree, "codebook", density_bias)
-    tracer = OctreeTracer(octree, 3).to(device)
+    field = make_field(device, octree, "codebook", density_bias, culled)
     rays = make_batch(device, 4096, seed=11)
-    expected = render_rays_early_exit(field, tracer, rays, lod, DEFAULT_TERMINATION)
-    actual = render_cupy_early_exit(field, tracer, rays, lod, DEFAULT_TERMINATION)
+    expected = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, torch_backend())
+    actual = render_rays_early_exit(field, rays, lod, DEFAULT_TERMINATION, cupy_backend())
     assert float(expected[1].max()) > 0.0
     for got, want in zip(actual, expected, strict=True):
         error = (got - want).abs().reshape(len(rays), -1).amax(dim=1)
@@ -609,22 +612,22 @@ def test_early_exit_render_matches_torch(
         assert float((error > 1e-5).float().mean()) <= 1e-3
 
 
+@pytest.mark.parametrize(("density_bias", "culled"), [(5.0, False), (-0.3, True)])
 def test_training_render_gradients_match_between_backends(
-    device: torch.device, octree: SparseOctree
+    device: torch.device, octree: SparseOctree, density_bias: float, culled: bool
 ) -> None:
     if device.type == "cuda":
         assert cupy_unavailable_reason(device) is None  # says which kernel fails to compile
         assert select_backend("cupy", device).name == "cupy"
         assert select_backend("auto", device).name == "cupy"
-    field = make_field(device, octree, "codebook", 5.0).train()
-    tracer = OctreeTracer(octree, 3).to(device)
+    field = make_field(device, octree, "codebook", density_bias, culled).train()
     rays = make_batch(device, 2048, seed=12)
     generator = torch.Generator(device=device).manual_seed(1)
     target = torch.rand(len(rays), 4, device=device, generator=generator)
     gradients = []
     for backend in (torch_backend(), cupy_backend()):
         field.zero_grad(set_to_none=True)
-        colour, alpha = render_rays(field, tracer, rays, 3, None, backend)
+        colour, alpha = render_rays(field, rays, 3, None, backend)
         loss = ((torch.cat([colour, alpha[:, None]], 1) - target) ** 2).mean()
         loss.backward()
         gradients.append([p.grad.clone() for p in field.parameters() if p.grad is not None])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from core.asset.octree import CORNER_OFFSETS, SparseOctree, locate, morton_encode
-from core.neural.field import LevelIndex
+from core.neural.render.accel import LevelIndex
 
 
 def random_octree(max_level: int = 5, seed: int = 0) -> SparseOctree:

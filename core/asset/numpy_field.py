@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.cameras import fibonacci_directions
+from .cell_grid import CellGrid, lookup_cells
 from .field_data import FieldData, LevelData, encode_view_directions
-from .octree import SparseOctree, locate
+from .octree import SparseOctree
 
 AVERAGING_DIRECTION_COUNT = 32
 DEFAULT_BATCH_POINTS = 1 << 15
@@ -85,30 +86,51 @@ def project_views(values: np.ndarray, directions: np.ndarray, degree: int) -> np
 @dataclass(frozen=True)
 class _LevelTable:
     """What one level's lookups gather from. Codebook stores stay compressed in memory: a
-    small-integer index per corner into a tiny table, not a float vector per corner, so an
+    small-integer index per cell corner into a tiny table, not a float vector per corner, so an
     imported asset costs Blender about what it costs on disk."""
 
-    table: np.ndarray  # [rows, k] float32: the codebook, or one feature vector per corner
-    corner_rows: np.ndarray | None  # [M] row of ``table`` for each corner; None: row = corner
-    cell_corners: np.ndarray  # [cells, 8] corner indices
+    level: int
+    table: np.ndarray  # [rows + 1, k] float32: the codebook, or one vector per corner; then 0
+    cell_rows: np.ndarray  # [1 + cells, 8] row of each corner of each cell; first: the 0 row
+    grid: CellGrid  # integer cell -> 1 + cell index (0: none), without search
 
     @classmethod
     def of(cls, level: LevelData, octree: SparseOctree) -> _LevelTable:
         corners = octree.corners(level.level)
         rows = level.corner_rows(corners)
+        cell_corners = octree.cell_corners(level.level)
         if rows is None:
             table = level.corner_features(corners)
         else:
             table = level.codebook  # type: ignore[assignment]
-            rows = rows.astype(np.min_scalar_type(max(int(table.shape[0]) - 1, 0)))
-        return cls(np.asarray(table, np.float32), rows, octree.cell_corners(level.level))
+            cell_corners = np.take(rows, cell_corners)
+        # Unallocated cells (lookup 0) read row 0 of ``cell_rows``, whose corners all point at
+        # the zero row appended to the table: no masks on the way.
+        zero_row = int(table.shape[0])
+        cell_rows = np.concatenate([np.full((1, 8), zero_row), cell_corners])
+        cell_rows = cell_rows.astype(np.min_scalar_type(zero_row))
+        table = np.concatenate([np.asarray(table, np.float32), np.zeros((1, table.shape[1]))])
+        grid = octree.cell_grid(level.level)
+        return cls(level.level, table.astype(np.float32), cell_rows, grid)
 
-    def gather(self, corner_ids: np.ndarray) -> np.ndarray:
-        """Feature vectors [..., k] of the given corners."""
-        if self.corner_rows is not None:
-            corner_ids = np.take(self.corner_rows, corner_ids)
-        # np.take: the same gathers as fancy indexing, about twice as fast
-        return np.take(self.table, corner_ids, axis=0)
+    def features(self, normalized: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Trilinear features [N, k] (float32) of normalised points at this level, 0 where the
+        cell is unallocated, and whether it is allocated. The same arithmetic as
+        :func:`core.asset.octree.locate` and the torch ``LevelIndex``: float64 positions,
+        weights as products of per-axis pairs."""
+        resolution = 1 << self.level
+        scaled = (normalized + 1.0) * (0.5 * resolution)
+        cell_coords = np.clip(np.floor(scaled), 0, resolution - 1)
+        local = (scaled - cell_coords).astype(np.float32)
+        grid = self.grid
+        cell = lookup_cells(grid.root, grid.bricks, self.level, cell_coords.astype(np.int64))
+        cell *= inside
+        rows = np.take(self.cell_rows, cell, axis=0)  # [N, 8]
+        x, y, z = (np.stack([1.0 - local[:, axis], local[:, axis]], 1) for axis in range(3))
+        weights = ((x[:, :, None] * y[:, None, :]).reshape(-1, 4, 1) * z[:, None, :]).reshape(-1, 8)
+        allocated = cell > 0
+        # np.take: the same gather as fancy indexing, about twice as fast
+        return np.einsum("nc,nck->nk", weights, np.take(self.table, rows, axis=0)), allocated
 
 
 class NumpyField:
@@ -191,7 +213,7 @@ class NumpyField:
 
     def _view_terms(self, unit_directions: np.ndarray) -> np.ndarray:
         """The view encoding's contribution to the hidden layer, [N, H]."""
-        return encode_view_directions(unit_directions) @ self._view_weight
+        return encode_view_directions(unit_directions.astype(np.float32)) @ self._view_weight
 
     def _evaluate(
         self, points: np.ndarray, level: int, views: list[np.ndarray]
@@ -236,14 +258,11 @@ class NumpyField:
         each point lies in an occupied cell of the coarsest level."""
         field = self.field
         normalized = field.to_normalized(points_world)
+        inside = np.all((normalized >= -1.0) & (normalized <= 1.0), axis=1)
         features = np.zeros((points_world.shape[0], field.feature_dim), dtype=np.float32)
-        inside = np.zeros(points_world.shape[0], dtype=bool)
         for table_level, table in enumerate(self._tables[: level - field.min_level + 1]):
-            cell, weights = locate(field.octree, field.min_level + table_level, normalized)
-            allocated = cell >= 0
+            level_features, allocated = table.features(normalized, inside)
             if table_level == 0:
                 inside = allocated
-            corner_ids = np.take(table.cell_corners, np.where(allocated, cell, 0), axis=0)
-            weights = np.where(allocated[:, None], weights, 0.0).astype(np.float32)
-            features += np.einsum("nc,nck->nk", weights, table.gather(corner_ids))
+            features += level_features
         return features, inside

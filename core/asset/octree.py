@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from ..limits import MAX_LEVEL
+from .cell_grid import CellGrid, lookup_cells
 
 # Corner c of a cell sits at offset (c>>2 & 1, c>>1 & 1, c & 1): the same order as child masks.
 CORNER_OFFSETS = np.array([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=np.int64)
@@ -114,6 +115,16 @@ class SparseOctree:
         return np.where(codes[position] == wanted, position, -1)
 
     @cached_property
+    def _grids(self) -> dict[int, CellGrid]:
+        return {}
+
+    def cell_grid(self, level: int) -> CellGrid:
+        """The search-free lookup tables of ``level`` (built on first use, then kept)."""
+        if level not in self._grids:
+            self._grids[level] = CellGrid.build(self.cells[level], level)
+        return self._grids[level]
+
+    @cached_property
     def _corners(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
         return tuple(_dual_corners(level_cells) for level_cells in self.cells)
 
@@ -160,7 +171,8 @@ def locate(octree: SparseOctree, level: int, points: np.ndarray) -> tuple[np.nda
     scaled = (points + 1.0) * 0.5 * (1 << level)
     cell_coords = np.clip(np.floor(scaled), 0, (1 << level) - 1).astype(np.int64)
     local = scaled - cell_coords
-    cell = octree.find_cells(level, cell_coords)
+    grid = octree.cell_grid(level)
+    cell = lookup_cells(grid.root, grid.bricks, level, cell_coords).astype(np.int64) - 1
     inside = np.all((points >= -1.0) & (points <= 1.0), axis=1)
     cell = np.where(inside, cell, -1)
     factors = np.stack([1.0 - local, local], axis=1)  # [N, 2, 3]: weight of bit 0 / 1 per axis

@@ -23,7 +23,7 @@ import torch
 from ..data.synthetic import write_synthetic_dataset
 from ..errors import VbnfError
 from ..neural.field import FieldConfig
-from ..neural.render.gpu.backend import BACKEND_CHOICES, require_device
+from ..neural.render.backend import BACKEND_CHOICES, require_device
 from ..neural.trainer import TrainOptions, prepare_run
 from ..progress import ProgressReporter
 

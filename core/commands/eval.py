@@ -16,7 +16,7 @@ from ..data.dataset import load_split
 from ..neural.checkpoint import load_checkpoint
 from ..neural.evaluate import check_scorable, evaluate_levels
 from ..neural.field import RadianceField
-from ..neural.render.gpu.backend import BACKEND_CHOICES, require_device, select_backend
+from ..neural.render.backend import BACKEND_CHOICES, require_device, select_backend
 
 HELP = "render a split at every level and report PSNR and SSIM"
 

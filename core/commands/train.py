@@ -16,7 +16,7 @@ from ..errors import TrainingCancelled, VbnfError
 from ..limits import DEFAULT_INDEX_RATE, DEFAULT_MLP_BITS
 from ..neural.evaluate import check_scorable, constant_colour_psnr, evaluate_levels
 from ..neural.field import FieldConfig, RadianceField, TrainableStore
-from ..neural.render.gpu.backend import BACKEND_CHOICES, Backend, require_device
+from ..neural.render.backend import BACKEND_CHOICES, Backend, require_device
 from ..neural.trainer import TrainOptions, prepare_run
 from ..progress import ProgressReporter
 from ..run_layout import ASSET_NAME, METRICS_NAME, TRAIN_LOCK_NAME

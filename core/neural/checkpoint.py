@@ -49,6 +49,7 @@ def save_checkpoint(
         "scale": field_model.scale,
         "offset": field_model.offset.tolist(),
         "model": field_model.state_dict(),
+        "occupancy": field_model.accel.occupancy.state(),
         "optimizer": optimizer.state_dict(),
         "state": state.__dict__,
         "train_options": train_options,
@@ -125,6 +126,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
         if tensor.is_floating_point()
     ):
         raise VbnfError("checkpoint field 'model' holds non-finite weights", path)
+    if "occupancy" in payload:  # absent in checkpoints written before empty-space skipping
+        try:
+            field_model.accel.occupancy.load_state(payload["occupancy"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise VbnfError(f"checkpoint field 'occupancy' is damaged ({error})", path) from error
     return LoadedCheckpoint(
         field_model.to(device),
         payload["optimizer"],

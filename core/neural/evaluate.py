@@ -11,7 +11,7 @@ from ..data.dataset import Split, write_rgba_png
 from ..errors import DatasetError
 from ..metrics import SSIM_WINDOW, over_white, premultiply, psnr, ssim
 from .field import RadianceField
-from .render.gpu.backend import Backend
+from .render.backend import Backend
 from .render.renderer import render_image
 
 

@@ -32,8 +32,9 @@ from .checkpoint import TrainState, load_checkpoint, restore_optimizer, save_che
 from .field import FieldConfig, RadianceField
 from .quantize import MLP_FP16_BITS, rounded_weights
 from .rate import index_rate_bits
-from .render.gpu.backend import select_backend
-from .render.raymarch import OctreeTracer, normalize_rays
+from .render.backend import select_backend
+from .render.occupancy import OccupancySchedule
+from .render.raymarch import normalize_rays
 from .render.renderer import RayBatch, render_rays
 
 NORMALIZED_EXTENT = 0.9  # the point cloud fills [-0.9, 0.9]^3, leaving room for dilation
@@ -53,6 +54,9 @@ class TrainOptions:
     backend: str = "auto"  # "auto" | "torch" | "cupy": who traces, samples and composites
     mlp_bits: int = MLP_FP16_BITS  # below 16: the asset's integer MLP, trained for at the end
     index_rate_weight: float = 0.0  # weight of the indices' expected bits (core/neural/rate.py)
+    skip_empty: bool = True  # occupancy grids cull empty space (render.occupancy)
+    occupancy_warmup_steps: int = OccupancySchedule.warmup_steps
+    occupancy_interval_steps: int = OccupancySchedule.interval_steps
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail deep inside a step (a division by zero,
@@ -79,6 +83,10 @@ class TrainOptions:
                 f"MLP bits must be {MLP_FP16_BITS} or {MIN_MLP_BITS}..{MAX_MLP_BITS}, "
                 f"got {self.mlp_bits}"
             )
+        self.occupancy_schedule()  # validates
+
+    def occupancy_schedule(self) -> OccupancySchedule:
+        return OccupancySchedule(self.occupancy_warmup_steps, self.occupancy_interval_steps)
 
 
 @dataclass
@@ -122,7 +130,8 @@ def training_rays(train: Split, field: RadianceField, device: str) -> TrainingRa
     return TrainingRays(batch, target)
 
 
-STEP_STREAM, ORDER_STREAM = 0, 1  # independent random streams: per-step draws, per-epoch order
+# independent random streams: per-step draws, per-epoch order, occupancy probes
+STEP_STREAM, ORDER_STREAM, OCCUPANCY_STREAM = 0, 1, 2
 
 
 def derived_seed(seed: int, stream: int, counter: int) -> int:
@@ -168,7 +177,6 @@ class Trainer:
         self.rays = rays
         self.options = options
         self.out_dir = Path(out_dir)
-        self.tracer = OctreeTracer(field.octree, field.config.min_level).to(options.device)
         self.backend = select_backend(options.backend, options.device)
         self.optimizer = make_optimizer(self.field, options)
         if optimizer_state is not None:
@@ -178,6 +186,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * options.epochs
         self.reporter = reporter or ProgressReporter(self.total_steps)
         self.lod_weights = lod_probabilities(field.config.num_lods)
+        self.occupancy_schedule = options.occupancy_schedule()
 
     @property
     def checkpoint_path(self) -> Path:
@@ -196,12 +205,18 @@ class Trainer:
 
     def step(self, ray_ids: torch.Tensor) -> tuple[float, float, int]:
         """One optimisation step on the given rays; returns (loss, PSNR, level index)."""
+        if self.options.skip_empty and self.occupancy_schedule.due(self.state.step):
+            self.field.check_occupancy(
+                torch.Generator().manual_seed(
+                    derived_seed(self.options.seed, OCCUPANCY_STREAM, self.state.step)
+                )
+            )
         generator = torch.Generator().manual_seed(
             derived_seed(self.options.seed, STEP_STREAM, self.state.step)
         )
         lod = int(torch.multinomial(self.lod_weights, 1, generator=generator))
         batch = self.rays.batch.subset(ray_ids)
-        colour, alpha = render_rays(self.field, self.tracer, batch, lod, generator, self.backend)
+        colour, alpha = render_rays(self.field, batch, lod, generator, self.backend)
         prediction = torch.cat([colour, alpha[:, None]], dim=1)
         mse = torch.mean((prediction - self.rays.target[ray_ids]) ** 2)
         loss = mse

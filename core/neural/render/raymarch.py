@@ -1,10 +1,12 @@
-"""Ray-octree traversal, per-voxel stratified sampling and volumetric compositing (torch).
+"""Per-voxel stratified sampling and volumetric compositing (torch).
 
-Rays are traced against the occupied cells of the coarsest feature level, front to back; each
-cell a ray crosses gets 16 stratified samples (paper section 7.2). Samples of all rays are kept
+Rays are traced (:class:`.accel.OctreeAccel`) against the occupied cells of the coarsest
+feature level, front to back; each cell a ray crosses gets 16 stratified samples (paper
+section 7.2). Samples of all rays are kept
 *packed*: one flat array sorted by ray, then by distance, with ``ray_index`` saying which ray a
-sample belongs to. Compositing uses transmittance from an exclusive cumulative sum of
-``density * step`` within each ray, and returns premultiplied colour and alpha against a
+sample belongs to. Compositing is two steps, as in nerfacc: per-sample weights from the
+transmittance (an exclusive cumulative sum of ``density * step`` within each ray), then any
+per-sample value accumulated with them (colour, opacity, expected depth), against a
 transparent background.
 
 This is the reference the CUDA kernels in ``cuda/`` are checked against, so it favours plain,
@@ -17,12 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from ...asset.octree import SparseOctree
 from ...limits import SAMPLES_PER_VOXEL
-
-_MIN_DIRECTION = 1e-9
 
 
 @dataclass
@@ -42,54 +40,9 @@ class PackedSamples:
     step: torch.Tensor  # [P] length of the ray segment each sample stands for
     points: torch.Tensor  # [P, 3] normalised coordinates
 
-
-class OctreeTracer(nn.Module):
-    """Front-to-back traversal of the octree down to ``level``, as level-synchronous descent:
-    (ray, cell) pairs that hit a cell's box are expanded into that cell's occupied children."""
-
-    def __init__(self, octree: SparseOctree, level: int) -> None:
-        super().__init__()
-        self.level = level
-        for depth in range(level + 1):
-            cells = torch.from_numpy(octree.cells[depth]).double()
-            self.register_buffer(f"cell_min_{depth}", cells * (2.0 / (1 << depth)) - 1.0, False)
-            if depth < level:
-                children = torch.from_numpy(octree.children(depth))
-                self.register_buffer(f"children_{depth}", children, persistent=False)
-
-    def _cell_min(self, depth: int) -> torch.Tensor:
-        return getattr(self, f"cell_min_{depth}")
-
-    def forward(self, origins: torch.Tensor, directions: torch.Tensor) -> VoxelHits:
-        """Hits of rays (normalised origins [R, 3], directions [R, 3]) with the level's cells."""
-        origins, directions = origins.double(), directions.double()
-        safe = torch.where(directions.abs() < _MIN_DIRECTION, _MIN_DIRECTION, directions)
-        inverse = 1.0 / safe
-        ray = torch.arange(origins.shape[0], device=origins.device)
-        cell = torch.zeros_like(ray)
-        for depth in range(self.level + 1):
-            size = 2.0 / (1 << depth)
-            t_in, t_out = _slab(origins[ray], inverse[ray], self._cell_min(depth)[cell], size)
-            hit = t_out > torch.clamp(t_in, min=0.0)
-            ray, cell, t_in, t_out = ray[hit], cell[hit], t_in[hit], t_out[hit]
-            if depth == self.level:
-                break
-            children = getattr(self, f"children_{depth}")[cell]  # [K, 8]
-            occupied = children >= 0
-            ray = ray[:, None].expand(-1, 8)[occupied]
-            cell = children[occupied]
-        t_in = torch.clamp(t_in, min=0.0)
-        order = torch.argsort(t_in, stable=True)
-        order = order[torch.argsort(ray[order], stable=True)]
-        return VoxelHits(ray[order], cell[order], t_in[order].float(), t_out[order].float())
-
-
-def _slab(
-    origins: torch.Tensor, inverse: torch.Tensor, box_min: torch.Tensor, size: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    near = (box_min - origins) * inverse
-    far = (box_min + size - origins) * inverse
-    return torch.minimum(near, far).amax(dim=-1), torch.maximum(near, far).amin(dim=-1)
+    def select(self, rows: torch.Tensor) -> PackedSamples:
+        """The samples at ``rows`` (increasing, so the pack stays sorted by ray)."""
+        return PackedSamples(self.ray_index[rows], self.t[rows], self.step[rows], self.points[rows])
 
 
 def sample_hits(
@@ -116,29 +69,91 @@ def sample_hits(
     return PackedSamples(ray_index, t, step.reshape(-1), points)
 
 
+def sample_weights(
+    density: torch.Tensor, step: torch.Tensor, ray_index: torch.Tensor, num_rays: int
+) -> torch.Tensor:
+    """Compositing weight [P] of each packed sample (``ray_index`` non-decreasing).
+
+    ``T_i = exp(-sum_{j<i} sigma_j * step_j)`` within the ray, ``w_i = T_i (1 - exp(-sigma_i *
+    step_i))``. The exclusive sum is taken as a global cumulative sum minus the value at each
+    ray's first sample, in float64 so long packs do not lose precision.
+    """
+    optical_depth = density * step
+    inclusive = torch.cumsum(optical_depth.double(), dim=0)
+    exclusive = inclusive - optical_depth.double()
+    counts = torch.bincount(ray_index, minlength=num_rays)
+    first_sample = torch.cumsum(counts, dim=0) - counts
+    exclusive = exclusive - exclusive[first_sample[ray_index]]
+    transmittance = torch.exp(-exclusive).float()
+    return transmittance * -torch.expm1(-optical_depth)  # exact for thin media
+
+
+def accumulate(
+    weights: torch.Tensor, values: torch.Tensor | None, ray_index: torch.Tensor, num_rays: int
+) -> torch.Tensor:
+    """Per-ray sum of ``weights * values`` ([R, C] for values [P, C], [R] for values [P]);
+    ``values=None`` sums the weights alone (the ray's opacity)."""
+    if values is None:
+        return weights.new_zeros(num_rays).index_add(0, ray_index, weights)
+    weighted = weights[:, None] * values if values.dim() == 2 else weights * values
+    return values.new_zeros(num_rays, *values.shape[1:]).index_add(0, ray_index, weighted)
+
+
 def composite(
     density: torch.Tensor,
     rgb: torch.Tensor,
     samples: PackedSamples,
     num_rays: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Premultiplied colour [R, 3] and alpha [R] of packed samples.
+    """Premultiplied colour [R, 3] and alpha [R] of packed samples."""
+    weights = sample_weights(density, samples.step, samples.ray_index, num_rays)
+    colour = accumulate(weights, rgb, samples.ray_index, num_rays)
+    return colour, accumulate(weights, None, samples.ray_index, num_rays)
 
-    ``T_i = exp(-sum_{j<i} sigma_j * step_j)`` within the ray, ``w_i = T_i (1 - exp(-sigma_i *
-    step_i))``. The exclusive sum is taken as a global cumulative sum minus the value at each
-    ray's first sample, in float64 so long packs do not lose precision.
-    """
-    optical_depth = density * samples.step
-    inclusive = torch.cumsum(optical_depth.double(), dim=0)
-    exclusive = inclusive - optical_depth.double()
-    counts = torch.bincount(samples.ray_index, minlength=num_rays)
-    first_sample = torch.cumsum(counts, dim=0) - counts
-    exclusive = exclusive - exclusive[first_sample[samples.ray_index]]
-    transmittance = torch.exp(-exclusive).float()
-    weights = transmittance * -torch.expm1(-optical_depth)  # exact for thin media
-    colour = rgb.new_zeros(num_rays, 3).index_add(0, samples.ray_index, weights[:, None] * rgb)
-    alpha = weights.new_zeros(num_rays).index_add(0, samples.ray_index, weights)
-    return colour, alpha
+
+def composite_round(
+    density: torch.Tensor,
+    rgb: torch.Tensor,
+    step: torch.Tensor,
+    voxel_offsets: torch.Tensor,
+    samples_per_voxel: int,
+    termination_threshold: float,
+    colour: torch.Tensor,
+    transmittance: torch.Tensor,
+) -> None:
+    """Blend one early-exit round into ``colour`` [R, 3] and ``transmittance`` [R] in place;
+    ray r's voxels of the round are ``voxel_offsets[r]:voxel_offsets[r + 1]``, front to back,
+    ``samples_per_voxel`` samples each. Voxel by voxel, a ray stops before the first voxel it
+    reaches with transmittance at or below the threshold, so the result does not depend on
+    how voxels are grouped into rounds."""
+    num_rays = int(transmittance.numel())
+    counts = voxel_offsets[1:] - voxel_offsets[:-1]
+    num_voxels = int(voxel_offsets[-1]) if num_rays else 0
+    if num_voxels == 0:
+        return
+    voxel_of_sample = torch.arange(num_voxels, device=density.device).repeat_interleave(
+        samples_per_voxel
+    )
+    weights = sample_weights(density, step, voxel_of_sample, num_voxels)
+    voxel_colour = accumulate(weights, rgb, voxel_of_sample, num_voxels)
+    voxel_alpha = accumulate(weights, None, voxel_of_sample, num_voxels)
+    ray_of_voxel = torch.repeat_interleave(
+        torch.arange(num_rays, device=density.device), counts, output_size=num_voxels
+    )
+    rank = torch.arange(num_voxels, device=density.device) - voxel_offsets[ray_of_voxel]
+    by_rank = torch.argsort(rank, stable=True)  # rank 0 of every ray, then rank 1, ...
+    rank_starts = torch.bincount(rank, minlength=int(counts.max())).cumsum(0).tolist()
+    begin = 0
+    for end in rank_starts:
+        voxels = by_rank[begin:end]
+        begin = end
+        rays = ray_of_voxel[voxels]
+        live = transmittance[rays] > termination_threshold
+        if not bool(live.any()):
+            break
+        voxels, rays = voxels[live], rays[live]
+        colour[rays] += transmittance[rays, None] * voxel_colour[voxels]
+        transmittance[rays] = transmittance[rays] * (1.0 - voxel_alpha[voxels])
 
 
 def normalize_rays(

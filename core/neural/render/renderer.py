@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ...data.dataset import Intrinsics, camera_rays
+from ...limits import SAMPLES_PER_VOXEL
 from ..field import TORCH_GATHER, FeatureGather, RadianceField
-from .gpu.backend import Backend, torch_backend
-from .raymarch import OctreeTracer, PackedSamples, VoxelHits, composite, normalize_rays, sample_hits
+from .backend import Backend, torch_backend
+from .raymarch import PackedSamples, VoxelHits, accumulate, normalize_rays, sample_weights
 
 DEFAULT_TERMINATION = 1e-4
 
@@ -67,7 +68,6 @@ def shade(
 
 def render_rays(
     field: RadianceField,
-    tracer: OctreeTracer,
     rays: RayBatch,
     lod: int,
     generator: torch.Generator | None,
@@ -77,44 +77,104 @@ def render_rays(
     ``backend`` supplies traversal, sampling, the feature gather and compositing (the torch
     reference when None)."""
     backend = backend or torch_backend()
-    hits = backend.trace(tracer, rays.origins, rays.directions)
-    samples = backend.sample(hits, rays.origins, rays.directions, generator)
+    samples = field.accel.raymarch(
+        rays.origins, rays.directions, lod, generator, backend.trace, backend.sample
+    )
     density, rgb = shade(field, samples, rays, lod, backend.gather)
     return backend.composite(density, rgb, samples, len(rays))
+
+
+def shade_kept(
+    field: RadianceField,
+    samples: PackedSamples,
+    rays: RayBatch,
+    lod: int,
+    gather: FeatureGather,
+    tables: list[torch.Tensor],
+    keep: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density and colour of every sample from decoded corner ``tables``, computing only the
+    samples at ``keep`` (all when None); the others are empty (density 0), so compositing
+    still sees whole voxels."""
+    if keep is None:
+        view_directions = rays.view_directions[samples.ray_index]
+        return field(samples.points, view_directions, lod, gather, tables)
+    density = samples.t.new_zeros(samples.t.shape)
+    rgb = samples.t.new_zeros(samples.t.numel(), 3)
+    if keep.numel():
+        kept_density, kept_rgb = field(
+            samples.points[keep],
+            rays.view_directions[samples.ray_index[keep]],
+            lod,
+            gather,
+            tables,
+        )
+        density[keep], rgb[keep] = kept_density, kept_rgb.to(rgb.dtype)
+    return density, rgb
 
 
 @torch.no_grad()
 def render_rays_early_exit(
     field: RadianceField,
-    tracer: OctreeTracer,
     rays: RayBatch,
     lod: int,
     termination_threshold: float = DEFAULT_TERMINATION,
+    backend: Backend | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference rendering with early ray termination; samples sit at bin centres, so images
-    are deterministic."""
-    hits = tracer(rays.origins, rays.directions)
-    num_rays = len(rays)
-    colour = rays.origins.new_zeros(num_rays, 3)
-    transmittance = rays.origins.new_ones(num_rays)
+    are deterministic.
+
+    Rounds take a growing number of voxels per ray (1, 2, 4, ...), so a frame needs about
+    log2(hits per ray) rounds instead of one per voxel; ``composite_round`` blends voxel by
+    voxel and stops a ray exactly where a one-voxel-per-round loop would, at the price of
+    shading a few voxels a finished ray will not use. Level features are read from corner
+    tables decoded once per call (for VQ-AD, one argmax per corner) instead of once per round.
+    """
+    backend = backend or torch_backend()
+    num_rays, device = len(rays), rays.origins.device
+    occupancy = field.accel.occupancy
+    hits = backend.trace(field.accel, rays.origins, rays.directions)
+    hits = occupancy.occupied_hits(hits, lod)
+    colour = torch.zeros(num_rays, 3, dtype=torch.float32, device=device)
+    transmittance = torch.ones(num_rays, dtype=torch.float32, device=device)
+    if hits.ray_index.numel() == 0:
+        return colour, 1.0 - transmittance
+    tables = field.corner_tables(lod)
     counts = torch.bincount(hits.ray_index, minlength=num_rays)
     first_hit = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(hits.ray_index.numel(), device=hits.ray_index.device)
-    rank = rank - first_hit[hits.ray_index]
-    for round_index in range(int(counts.max()) if num_rays and counts.numel() else 0):
-        selected = torch.nonzero(
-            (rank == round_index) & (transmittance[hits.ray_index] > termination_threshold)
-        ).squeeze(1)
-        if selected.numel() == 0:
+    ray_ids = torch.arange(num_rays, device=device)
+    max_hits, done, voxels_per_round = int(counts.max()), 0, 1
+    while done < max_hits:
+        active = transmittance > termination_threshold
+        take = torch.clamp(counts - done, 0, voxels_per_round) * active
+        ends = torch.cumsum(take, 0)
+        total = int(ends[-1])
+        if total == 0:
             break
+        ray_of = torch.repeat_interleave(ray_ids, take, output_size=total)
+        rank = torch.arange(total, device=device) - (ends - take)[ray_of]
+        selected = first_hit[ray_of] + done + rank
         round_hits = VoxelHits(
             *(a[selected] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
         )
-        samples = sample_hits(round_hits, rays.origins, rays.directions, None)
-        density, rgb = shade(field, samples, rays, lod)
-        round_colour, round_alpha = composite(density, rgb, samples, num_rays)
-        colour += transmittance[:, None] * round_colour
-        transmittance = transmittance * (1.0 - round_alpha)
+        samples = backend.sample(round_hits, rays.origins, rays.directions, None)
+        density, rgb = shade_kept(
+            field, samples, rays, lod, backend.gather, tables,
+            occupancy.occupied_samples(round_hits, samples, lod),
+        )  # fmt: skip
+        voxel_offsets = torch.cat([ends.new_zeros(1), ends])
+        backend.composite_round(
+            density,
+            rgb,
+            samples.step,
+            voxel_offsets,
+            SAMPLES_PER_VOXEL,
+            termination_threshold,
+            colour,
+            transmittance,
+        )
+        done += voxels_per_round
+        voxels_per_round *= 2
     return colour, 1.0 - transmittance
 
 
@@ -130,14 +190,44 @@ def render_image(
 ) -> np.ndarray:
     """Premultiplied RGBA image [H, W, 4] in [0, 1] (sRGB) of one camera at one level, rendered
     on the field's device with ``backend`` (the torch reference when None)."""
-    render = (backend or torch_backend()).render_early_exit
     device = next(field.parameters()).device
-    tracer = OctreeTracer(field.octree, field.config.min_level).to(device)
     rays = rays_for_camera(field, camera_to_world, intrinsics).to(device)
     pixels = []
     for start in range(0, len(rays), rays_per_chunk):
         rows = torch.arange(start, min(start + rays_per_chunk, len(rays)), device=device)
-        colour, alpha = render(field, tracer, rays.subset(rows), lod, termination_threshold)
+        colour, alpha = render_rays_early_exit(
+            field, rays.subset(rows), lod, termination_threshold, backend
+        )
         pixels.append(torch.cat([colour, alpha[:, None]], dim=1))
     image = torch.cat(pixels).clamp(0.0, 1.0).cpu().numpy()
     return image.reshape(intrinsics.height, intrinsics.width, 4)
+
+
+@torch.no_grad()
+def render_depth_image(
+    field: RadianceField,
+    camera_to_world: np.ndarray,
+    intrinsics: Intrinsics,
+    lod: int,
+    backend: Backend | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected planar depth [H, W] (world units along the camera's -Z axis, as the captured
+    depth maps hold it; 0 where the field is empty) and opacity [H, W] of one camera.
+
+    The depth is ``sum_i w_i t_i / sum_i w_i`` over bin-centre samples: the compositing weights
+    kept apart from what they accumulate. ``t`` is a world distance along the unit ray, so it
+    is divided by the length of the camera ray that has unit extent along -Z.
+    """
+    backend = backend or torch_backend()
+    device = next(field.parameters()).device
+    origins, directions = camera_rays(camera_to_world, intrinsics)
+    rays = make_ray_batch(field, origins, directions).to(device)
+    hits = backend.trace(field.accel, rays.origins, rays.directions)
+    samples = backend.sample(hits, rays.origins, rays.directions, None)
+    density, _ = shade(field, samples, rays, lod, backend.gather)
+    weights = sample_weights(density, samples.step, samples.ray_index, len(rays))
+    distance = accumulate(weights, samples.t, samples.ray_index, len(rays)).cpu().numpy()
+    opacity = accumulate(weights, None, samples.ray_index, len(rays)).cpu().numpy()
+    planar = distance / np.linalg.norm(directions, axis=1) / np.maximum(opacity, 1e-12)
+    shape = (intrinsics.height, intrinsics.width)
+    return np.where(opacity > 0, planar, 0.0).reshape(shape), opacity.reshape(shape)

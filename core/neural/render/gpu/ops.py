@@ -1,7 +1,8 @@
 """Torch-facing wrappers of the CUDA kernels, with the signatures of the torch reference.
 
-``trace``, ``sample`` and ``composite`` take and return exactly what ``OctreeTracer.forward``,
-``sample_hits`` and ``composite`` in :mod:`core.raymarch` do, and :class:`KernelGather` is a
+``trace``, ``sample``, ``composite`` and ``composite_round`` take and return exactly what
+``OctreeAccel.raytrace``, ``sample_hits``, ``composite`` and ``composite_round`` in
+:mod:`core.neural.render.raymarch` do, and :class:`KernelGather` is a
 :class:`~core.neural.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
 the gather's ``interpolate`` are differentiable (:class:`PackedComposite`,
 :class:`CornerInterpolation`). Outputs are torch
@@ -18,10 +19,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ....limits import SAMPLES_PER_VOXEL
-from ...field import LevelIndex
-from ..raymarch import OctreeTracer, PackedSamples, VoxelHits
+from ..accel import LevelIndex, OctreeAccel
+from ..raymarch import PackedSamples, VoxelHits
 from .kernels import launch, pointer
-from .octree_tables import trace_tables
 
 _SEED_HIGH = 2**63 - 1
 
@@ -42,18 +42,19 @@ class KernelSamples(PackedSamples):
     num_rays: int = 0
 
 
-def trace(tracer: OctreeTracer, origins: torch.Tensor, directions: torch.Tensor) -> KernelHits:
-    """Cells of ``tracer.level`` hit by each ray, packed by ray and front to back (the same list,
-    order and values as ``tracer(origins, directions)``). Rays are read as float32."""
+def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -> KernelHits:
+    """Cells of ``accel.trace_level`` hit by each ray, packed by ray and front to back (the same
+    list, order and values as ``accel.raytrace(origins, directions)``). Rays are read as
+    float32."""
     device = origins.device
-    tables = trace_tables(tracer, device)
+    tables = accel.trace_tables(device)
     origins = origins.float().contiguous()
     directions = directions.float().contiguous()
     num_rays = int(origins.shape[0])
     octree_args = (
         pointer(tables.cell_min, torch.float64),
         pointer(tables.children, torch.int32),
-        np.int32(tracer.level),
+        np.int32(tables.level),
         np.int32(tables.level_start),
         np.int32(tables.num_roots),
     )
