@@ -233,7 +233,8 @@ def test_a_stopped_batch_resumes_survives_a_killed_worker_and_skips_what_is_fini
         assert not (out / f"{stem}.vbnf.bake").exists()
         if name in kept:
             resumed = f"resumed from {views_line(kept[name], 8, 1)}"  # 8 views + 1 held out
-            assert report["resume_note"] == resumed, report
+            # the stop may have come after the first checkpoint, which the retry then continues
+            assert re.fullmatch(rf"{re.escape(resumed)}(, epoch \d+/\d+)?", report["resume_note"])
     assert not (out / "broken.vbnf").exists()
 
     # Once more, without the broken file: nothing to bake, so Ray is not even asked.
