@@ -63,10 +63,12 @@ def test_decoder_matches_the_torch_model(trained_run: Path) -> None:
                 torch.from_numpy(normalized).float(), torch.from_numpy(directions).float(), lod
             )
         density, rgb = decoder.query(world, field.config.min_level + lod, directions)
-        # fp16 storage of features, codebooks and MLP is the only loss
+        # fp16 storage of features, codebooks, MLP scales and biases is the only loss: tiny on
+        # average, up to about 1 % of the colour range at the rare point where it adds up
         scale = max(float(density_t.abs().max()), 1.0)
         np.testing.assert_allclose(density, density_t.numpy(), atol=0.02 * scale)
-        np.testing.assert_allclose(rgb, rgb_t.numpy(), atol=0.01)
+        np.testing.assert_allclose(rgb, rgb_t.numpy(), atol=0.02)
+        assert float(np.abs(rgb - rgb_t.numpy()).mean()) < 1e-3
 
 
 def _train_steps(data: Path, out_dir: Path, epochs: int, resume: bool) -> dict[str, torch.Tensor]:
