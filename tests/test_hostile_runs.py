@@ -88,6 +88,11 @@ def test_sigterm_at_any_moment_cancels_cleanly(synthetic_dataset: Path, tmp_path
     for index, (trigger, process) in enumerate(runs.items()):
         events = stopped_at(process, trigger)
         _, stderr = process.communicate(timeout=300)
+        if trigger == "eval" and events[-1]["event"] == "done":
+            # scoring a tiny run can end before the signal lands: then the run is simply done
+            assert process.returncode == 0, stderr
+            assert not read_asset(tmp_path / f"run{index}" / "asset.vbnf").missing_levels
+            continue
         assert process.returncode == 130, (trigger, stderr)
         assert events and events[-1]["event"] == "cancelled", (trigger, events[-3:])
         assert "cancelled: stopped by SIGTERM" in stderr.strip().splitlines()[-1], stderr

@@ -264,12 +264,12 @@ class _NodeChecks:
         }
         self.deadline_s = time.monotonic() + NODE_CHECK_TIMEOUT_S
 
-    def raise_problem(self) -> None:
+    def raise_problem(self, wait_s: float = 0.0) -> None:
         """Raise :class:`RayBatchError` for the first node that answered that it cannot bake,
-        or that has not answered in time; never waits."""
+        or that has not answered in time; waits up to ``wait_s`` for the answers."""
         if not self.pending:
             return
-        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=wait_s)
         for check in ready:
             host = self.pending.pop(check)
             try:
@@ -388,6 +388,8 @@ class _Batch:
                 for ref in ready:
                     self._collect(ref)
                 self._draw()
+            if any(row.outcome == "failed" for row in self.rows):  # a node may say why
+                self.checks.raise_problem(max(0.0, self.checks.deadline_s - time.monotonic()))
         except KeyboardInterrupt:
             self._stop()
         except RayBatchError:  # a node cannot bake: what runs was started in vain
