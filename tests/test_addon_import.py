@@ -30,7 +30,7 @@ from core.asset.vbnf import encode_asset  # noqa: E402
 from core.asset.vbnf.example import random_field  # noqa: E402
 from core.asset.vbnf.header import header_size  # noqa: E402
 
-pytestmark = [pytest.mark.blender, pytest.mark.xdist_group("addon")]
+pytestmark = pytest.mark.blender
 
 LEVELS = (2, 3, 4, 5)
 

@@ -27,9 +27,9 @@ import addon_extension  # noqa: E402
 
 from bench import preview  # noqa: E402
 
-# Its own group, so it can run beside test_addon_bake's: each worker process installs the
-# extension into its own bpy (addon_extension), and nothing here registers the checkout's copy.
-pytestmark = [pytest.mark.blender, pytest.mark.slow, pytest.mark.xdist_group("preview")]
+# Each worker process installs the extension into its own bpy (addon_extension), and nothing
+# here registers the checkout's copy, so this runs beside test_addon_bake's tests.
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 SMALL_BAKE = argparse.Namespace(
     views=20,

@@ -27,7 +27,7 @@ import addon_extension  # noqa: E402
 import blender_scenes as scenes  # noqa: E402
 import bpy  # noqa: E402
 
-pytestmark = [pytest.mark.blender, pytest.mark.lts, pytest.mark.xdist_group("addon")]
+pytestmark = [pytest.mark.blender, pytest.mark.lts]
 
 TRAINING_PYTHON = os.environ.get("VBNF_TRAINING_PYTHON", sys.executable)
 TINY = {

@@ -39,7 +39,7 @@ for _path in (TESTS_DIR, REPO_DIR / "addon"):
 import blender_scenes as scenes  # noqa: E402
 from vbnf_blender.work_folder import views_line  # noqa: E402
 
-pytestmark = [pytest.mark.blender, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.blender
 
 BATCH_SCRIPT = REPO_DIR / "addon" / "vbnf_blender" / "batch.py"
 RAY = Path(sys.executable).with_name("ray")
