@@ -77,8 +77,9 @@ class Timings:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
-def demo_settings(args: argparse.Namespace) -> BakeSettings:
-    """Small enough for a 2-core CPU in a few minutes, large enough to show the levels apart."""
+def small_bake_settings(args: argparse.Namespace) -> BakeSettings:
+    """Small enough for a 2-core CPU in a few minutes, large enough to show the levels apart
+    (the demo's and ``bench/preview.py``'s bakes)."""
     return BakeSettings(
         capture=CaptureSettings(
             train_views=args.views,
@@ -87,8 +88,8 @@ def demo_settings(args: argparse.Namespace) -> BakeSettings:
             samples=args.samples,
         ),
         bitwidth=args.bitwidth,
-        min_level=3,
-        max_level=6,
+        min_level=args.min_level,
+        max_level=args.max_level,
         epochs=args.epochs,
         batch_rays=1024,
         cpu_threads=args.threads,
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--bitwidth", type=int, default=4)
+    parser.add_argument("--min-level", type=int, default=3)
+    parser.add_argument("--max-level", type=int, default=6)
     parser.add_argument(
         "--threads",
         type=int,
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         bpy.data.scenes.remove(bpy.data.scenes["Scene"])  # the file then opens on the demo
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo.blend"))
     print(f"demo scene: {len(built.objects)} objects; baking into {out_dir / 'demo.vbnf'}")
-    job = bake(built.scene, demo_settings(args), out_dir, timings)
+    job = bake(built.scene, small_bake_settings(args), out_dir, timings)
     volume_object: Any = job.imported
     assert volume_object is not None
     split = load_split(job.dataset_dir, "test")
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "levels": [asdict(r) for r in results],
         "total_bytes": total_bytes,
         "timings_s": {**timings.seconds, "total": total_s},
-        "settings": asdict(demo_settings(args)),
+        "settings": asdict(small_bake_settings(args)),
     }
     atomic_write_bytes(out_dir / "demo.json", json.dumps(summary, indent=2).encode())
     written = ("demo.vbnf", "contact_sheet.png", "demo.blend", "demo.json")

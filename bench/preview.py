@@ -32,9 +32,13 @@ for _path in (REPO_DIR, REPO_DIR / "addon"):
 import bpy  # noqa: E402
 from vbnf_blender import level_grids, register, scenes  # noqa: E402
 from vbnf_blender.bake_job import BakeJob, BakeSettings  # noqa: E402
-from vbnf_blender.capture import CaptureSettings  # noqa: E402
 
-from bench.demo import configure_render, mean_psnr, render_views  # noqa: E402
+from bench.demo import (  # noqa: E402
+    configure_render,
+    mean_psnr,
+    render_views,
+    small_bake_settings,
+)
 from core.data.dataset import load_split  # noqa: E402
 
 ASSET_NAME = "artist.vbnf"
@@ -83,23 +87,6 @@ def build_artist_scene() -> scenes.BuiltScene:
     objects = artist_scene(scene)
     scene.view_layers[0].update()
     return scenes.BuiltScene(scene, objects)
-
-
-def bake_settings(args: argparse.Namespace) -> BakeSettings:
-    return BakeSettings(
-        capture=CaptureSettings(
-            train_views=args.views,
-            test_views=args.test_views,
-            resolution_px=args.resolution,
-            samples=args.samples,
-        ),
-        bitwidth=4,
-        min_level=args.min_level,
-        max_level=args.max_level,
-        epochs=args.epochs,
-        batch_rays=1024,
-        cpu_threads=args.threads,
-    )
 
 
 def bake_once(out_dir: Path, settings: BakeSettings) -> tuple[Path, Path, dict[int, float]]:
@@ -160,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--bitwidth", type=int, default=4)
     parser.add_argument("--min-level", type=int, default=3)
     parser.add_argument("--max-level", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
@@ -186,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     register()
-    asset, dataset_dir, engine = bake_once(out_dir, bake_settings(args))
+    asset, dataset_dir, engine = bake_once(out_dir, small_bake_settings(args))
     results = preview_psnr(asset, dataset_dir, out_dir, args.render_samples, args.levels)
     print(level_grids.QUALITY)
     columns = ("level", "voxels", "decode s", "engine dB", "Cycles dB", "gap")
