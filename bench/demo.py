@@ -1,6 +1,7 @@
 """``make demo``: bake the built-in demo scene end to end and show what every level costs and gives.
 
-Run ``python -m bench.demo --out out/demo``. Steps, each timed:
+Run ``python -m bench.demo --out out/demo`` (small settings, a few minutes), or with
+``--panel-defaults`` for the bake a new user gets from the Bake button. Steps, each timed:
 
 1. build the demo scene in code (``vbnf_blender.scenes.build_demo_scene``) and save it as
    ``OUT/demo.blend``;
@@ -274,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-level", type=int, default=3)
     parser.add_argument("--max-level", type=int, default=6)
     parser.add_argument(
+        "--panel-defaults",
+        action="store_true",
+        help="bake at the Bake button's defaults (the panel's fields untouched, all CPU cores) "
+        "instead of the small settings above: the bake a new user gets",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -293,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         bpy.data.scenes.remove(bpy.data.scenes["Scene"])  # the file then opens on the demo
         bpy.ops.wm.save_as_mainfile(filepath=str(out_dir / "demo.blend"))
     print(f"demo scene: {len(built.objects)} objects; baking into {out_dir / 'demo.vbnf'}")
-    job = bake(built.scene, small_bake_settings(args), out_dir, timings)
+    settings = BakeSettings() if args.panel_defaults else small_bake_settings(args)
+    job = bake(built.scene, settings, out_dir, timings)
     volume_object: Any = job.imported
     assert volume_object is not None
     split = load_split(job.dataset_dir, "test")
@@ -321,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "levels": [asdict(r) for r in results],
         "total_bytes": total_bytes,
         "timings_s": {**timings.seconds, "total": total_s},
-        "settings": asdict(small_bake_settings(args)),
+        "settings": asdict(settings),
     }
     atomic_write_bytes(out_dir / "demo.json", json.dumps(summary, indent=2).encode())
     written = ("demo.vbnf", "contact_sheet.png", "demo.blend", "demo.json")
