@@ -340,13 +340,20 @@ def test_occupied_samples_of_whole_voxels_match_torch(
     device: torch.device, octree: SparseOctree
 ) -> None:
     """Which samples of whole voxels an early-exit render shades: the kernel's and torch's
-    decision, for bin-centre and for jittered points (which reach the cells' boundaries)."""
+    decision, for bin-centre and jittered points, and for points from each hit's entry to its
+    exit inclusive, whose coordinates fall on, or by rounding just past, the cell's faces
+    (where both clamp into the hit's cell)."""
     accel = culled_accel(device, octree, 3)
     origins, directions = make_rays(device, 2048, seed=25)
     hits = accel.raytrace(origins, directions)
+    fraction = torch.arange(SAMPLES_PER_VOXEL, device=device) / (SAMPLES_PER_VOXEL - 1)
+    t = (hits.t_in[:, None] + (hits.t_out - hits.t_in)[:, None] * fraction).reshape(-1)
+    ray = hits.ray_index.repeat_interleave(SAMPLES_PER_VOXEL)
+    ends = PackedSamples(ray, t, torch.zeros_like(t), origins[ray] + directions[ray] * t[:, None])
+    bin_centres = ops.sample(hits, origins, directions, None)
+    jittered = ops.sample(hits, origins, directions, torch.Generator().manual_seed(7))
     for culling in cullings(accel):
-        for generator in (None, torch.Generator().manual_seed(7)):
-            samples = ops.sample(hits, origins, directions, generator)
+        for samples in (bin_centres, jittered, ends):
             expected = culling.occupied_samples(hits, samples)
             assert 0 < expected.numel() < samples.t.numel()
             assert torch.equal(ops.occupied_samples(culling, hits, samples), expected)
@@ -578,15 +585,22 @@ def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) 
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_cupy_training_step_waits_for_the_gpu_three_times(
-    device: torch.device, octree: SparseOctree, tmp_path: Path
+@pytest.mark.parametrize(("density_bias", "culled", "syncs"), [(5.0, False, 3), (-0.3, True, 4)])
+def test_cupy_training_step_waits_for_the_gpu_a_fixed_number_of_times(
+    device: torch.device,
+    octree: SparseOctree,
+    tmp_path: Path,
+    density_bias: float,
+    culled: bool,
+    syncs: int,
 ) -> None:
     """The host syncs of a cupy training step, counted by torch's sync debug mode: the number
     of hits (it sizes the hit list), the numbers of corners each level touches (they size the
-    rows asked of each store; read for all levels at once) and the loss the step reports."""
+    rows asked of each store; read for all levels at once) and the loss the step reports; with
+    culling, also the number of kept samples (it sizes the sample list)."""
     if device.type != "cuda":
         pytest.skip("host syncs exist on CUDA only")
-    field = make_field(device, octree, "codebook", 5.0).train()
+    field = make_field(device, octree, "codebook", density_bias, culled).train()
     batch = make_batch(device, 2048, seed=19)
     target = torch.rand(len(batch), 4, device=device)
     options = TrainOptions(batch_rays=1024, device="cuda", backend="cupy")
@@ -604,7 +618,7 @@ def test_cupy_training_step_waits_for_the_gpu_three_times(
     sites = [
         f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
     ]
-    assert len(sites) == 3, sites
+    assert len(sites) == syncs, sites
 
 
 LARGE_RAYS = 1 << 20
@@ -648,6 +662,28 @@ def test_large_input_matches_torch(device: torch.device, octree: SparseOctree) -
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     for got, want in zip(results[1][2:], results[0][2:], strict=True):
         assert_gradient_close(got, want)
+
+
+def test_large_culled_input_matches_torch(device: torch.device, octree: SparseOctree) -> None:
+    """2^20 rays through randomly culled grids: the culled trace and sampling kernels against
+    torch at a size where their grids run to thousands of blocks."""
+    if device.type != "cuda":
+        pytest.skip("too large for the host build")
+    if torch.cuda.get_device_properties(device).total_memory < 32 * 2**30:
+        pytest.skip("needs a GPU with 32 GiB or more")
+    accel = culled_accel(device, octree, 3)
+    origins, directions = make_rays(device, LARGE_RAYS, seed=28)
+    culling = cullings(accel)[-1]
+    expected_hits = accel.raytrace(origins, directions, culling)
+    hits = ops.trace(accel, origins, directions, culling)
+    for name in ("ray_index", "cell_index", "t_in", "t_out"):
+        assert torch.equal(getattr(hits, name), getattr(expected_hits, name)), name
+    del expected_hits
+    expected = sample_occupied(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+    samples = ops.sample(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+    assert samples.t.numel() > 10_000_000
+    for name in ("ray_index", "t", "step", "points"):
+        assert torch.equal(getattr(samples, name), getattr(expected, name)), name
 
 
 def make_field(
