@@ -7,7 +7,9 @@
 Per backend it prints: rays/s of traversal + sampling + compositing (forward, and forward and
 backward, with random densities standing in for the field), the training step time, training
 seconds until the test views reach ``--target-db`` PSNR at the finest level (evaluation time
-not counted), frames per second of a 1280x720 early-exit render of the trained field, and peak
+not counted), frames per second of a 1280x720 early-exit render of the trained field, the share
+of samples the trained field's occupancy keeps at the finest level and rays/s of culled
+traversal + sampling + compositing (where the trainer's occupancy checks have begun), and peak
 GPU memory (``torch.cuda.max_memory_allocated`` above what was allocated before) of training
 at the finest level at b = 4, 6 and 8. The cupy columns appear where ``--backend cupy`` can
 run (the reason is printed first where it cannot): the second one swaps the fused
@@ -37,10 +39,12 @@ import torch
 from core.atomic import atomic_path
 from core.data.dataset import Intrinsics, Split, load_split
 from core.data.synthetic import write_synthetic_dataset
+from core.limits import SAMPLES_PER_VOXEL
 from core.metrics import over_white, premultiply, psnr
 from core.neural.field import TORCH_GATHER, FieldConfig, RadianceField
 from core.neural.render.backend import Backend, select_backend
 from core.neural.render.gpu.backend import cupy_unavailable_reason
+from core.neural.render.occupancy import Culling
 from core.neural.render.renderer import (
     DEFAULT_TERMINATION,
     RayBatch,
@@ -164,25 +168,51 @@ def make_trainer(
     return trainer
 
 
-def pipeline_rays_per_s(trainer: Trainer, settings: Settings, backward: bool) -> float:
-    """Rays/s of trace + sample + composite alone (random densities and colours)."""
+def pipeline_rays_per_s(
+    trainer: Trainer, settings: Settings, backward: bool, culling: Culling | None = None
+) -> float:
+    """Rays/s of trace + sample + composite alone (random densities and colours); with
+    ``culling``, the kernels (or torch) skip what it culls, at bin centres so that every call
+    keeps the same samples."""
     backend, device = trainer.backend, settings.device
     count = min(settings.probe_rays, len(trainer.rays))
     rays = trainer.rays.batch.subset(torch.randperm(len(trainer.rays))[:count].to(device))
-    generator = torch.Generator().manual_seed(0)
-    hits = backend.trace(trainer.field.accel, rays.origins, rays.directions)
-    num_samples = int(backend.sample(hits, rays.origins, rays.directions, None).t.numel())
+    generator = None if culling is not None else torch.Generator().manual_seed(0)
+    accel = trainer.field.accel
+    hits = backend.trace(accel, rays.origins, rays.directions, culling)
+    num_samples = int(
+        backend.sample(
+            hits, rays.origins, rays.directions, None, SAMPLES_PER_VOXEL, culling
+        ).t.numel()
+    )
     density = torch.rand(num_samples, device=device).mul_(20.0).requires_grad_(backward)
     rgb = torch.rand(num_samples, 3, device=device).requires_grad_(backward)
 
     def work() -> None:
-        hits = backend.trace(trainer.field.accel, rays.origins, rays.directions)
-        samples = backend.sample(hits, rays.origins, rays.directions, generator)
+        hits = backend.trace(accel, rays.origins, rays.directions, culling)
+        samples = backend.sample(
+            hits, rays.origins, rays.directions, generator, SAMPLES_PER_VOXEL, culling
+        )
         colour, alpha = backend.composite(density, rgb, samples, count)
         if backward:
             (colour.sum() + alpha.sum()).backward()
 
     return count / median_seconds(device, settings.repeats, work)
+
+
+def kept_sample_fraction(trainer: Trainer, settings: Settings, culling: Culling) -> float:
+    """Share of the bin-centre samples of training rays that ``culling`` keeps."""
+    backend, accel = trainer.backend, trainer.field.accel
+    count = min(settings.probe_rays, len(trainer.rays))
+    rays = trainer.rays.batch.subset(torch.arange(count, device=settings.device))
+    every, kept = (
+        backend.sample(
+            backend.trace(accel, rays.origins, rays.directions, cull),
+            rays.origins, rays.directions, None, SAMPLES_PER_VOXEL, cull,
+        ).t.numel()
+        for cull in (None, culling)
+    )  # fmt: skip
+    return kept / max(every, 1)
 
 
 def train_step(trainer: Trainer, generator: torch.Generator) -> float:
@@ -332,6 +362,17 @@ def measure(
     record("best_test_psnr_db", best_db)
     record("trained_s", spent_s)
     record("render_fps", render_fps(trainer, test, settings))
+    # The trained field's own occupancy (the trainer checks it on its schedule): what the
+    # culled kernels keep at the finest level, and how fast they run.
+    culling = trainer.field.accel.occupancy.culling(trainer.field.config.num_lods - 1)
+    if culling is None:
+        record("culled_pipeline", "occupancy not active yet (too few training steps)")
+        return
+    record("kept_sample_fraction", kept_sample_fraction(trainer, settings, culling))
+    record(
+        "culled_pipeline_forward_rays_per_s",
+        pipeline_rays_per_s(trainer, settings, False, culling),
+    )
 
 
 def gpu_busy_us(intervals: list[tuple[float, float]]) -> float:
@@ -433,7 +474,10 @@ def table(results: dict[str, dict], settings: Settings) -> str:
         (f"training step, batch {settings.batch_rays} (ms)", number("step_ms")),
         (f"training s to {settings.target_db:g} dB test PSNR", to_target),
         (f"{width}x{height} early-exit render (FPS)", number("render_fps")),
-    ]
+        ("samples kept by the trained occupancy", number("kept_sample_fraction")),
+        ("same, culled trace+sample+comp. (Mrays/s)",
+         number("culled_pipeline_forward_rays_per_s", 1e-6)),
+    ]  # fmt: skip
     rows += [
         (f"peak training memory, b={bits} (MB)", number(f"peak_memory_mb_b{bits}"))
         for bits in settings.bitwidths

@@ -4,11 +4,14 @@
 # a hang or a crash costs that phase only; everything is written to $OUT as it comes.
 #
 #   preflight  versions, NVRTC, why the cupy backend cannot run (if so), one launch and sync
-#   parity     the cuda parity tests and the nvcc compile test
+#   parity     the cuda parity tests (the culled trace and sampling kernels included) and the
+#              nvcc compile test
 #   bench      bench.gpu_backends, cupy first; each figure printed and written when measured
-#   large      2^20 rays / ~100M samples against torch; the host syncs of a training step
+#   large      2^20 rays / ~100M samples against torch, unculled and culled; the host syncs
+#              of a training step, unculled and culled
 #   profile    GPU-busy against wall time over a few training steps, per backend
-#   sanitizer  compute-sanitizer memcheck of the kernel tests, torch's caching allocator off
+#   sanitizer  compute-sanitizer memcheck of the kernel tests (culled ones included), torch's
+#              caching allocator off
 #
 # Run from the repository root or anywhere: `bash bench/gpu_check.sh` (the device call is in
 # docs/gpu.md). Without a CUDA device it stops after the preflight, with exit status 2; else
@@ -124,8 +127,9 @@ main() {
         run_phase sanitizer 90 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer \
             --tool memcheck --error-exitcode 3 --print-limit 20 \
             --log-file "$OUT_DIR/sanitizer.log" "${pytest[@]}" -q -x -k \
-            "cuda and (trace or bin_centre or jittered or composite or locate or interpolation \
-or feature_gather or early_exit) and not large and not side_stream" tests/test_gpu_parity.py
+            "cuda and (trace or bin_centre or jittered or occupied or composite or locate \
+or interpolation or feature_gather or early_exit) and not large and not side_stream" \
+            tests/test_gpu_parity.py
     else
         SUMMARY+=("sanitizer: not run (kernels unavailable or no compute-sanitizer)")
         FAILED=1

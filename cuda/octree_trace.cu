@@ -18,6 +18,12 @@
 // missing ones become zero-length hits at the ray's last exit (no weight, no samples' step),
 // so no output is left unwritten and no other ray's slots are touched.
 //
+// Culling: with `cell_occupied` (one byte per cell of `level`, the occupancy grid's
+// cell_occupied) a cell whose byte is 0 is no hit, as if it were not allocated; nullptr keeps
+// every cell. The walk still descends through such cells' ancestors, so the kept hits and their
+// order are those of the unculled list less the culled cells (what Culling.occupied_hits does
+// to the torch tracer's list).
+//
 // Exactness: the slab test uses __d*_rn intrinsics, so the compiler cannot contract a multiply
 // and an add into an FMA whose different rounding would flip a grazing hit.
 //
@@ -67,14 +73,16 @@ __device__ void slab(const TraceRay& r, const double* box_min, double size, doub
     *t_out = leave;
 }
 
-// Walks the tree below the root for one ray and returns the number of hits. With WRITE false
-// it only counts them; with WRITE true it stores the first `capacity` of them from `first` on
-// (node id relative to the level, t in double).
+// Walks the tree below the root for one ray and returns the number of hits in kept cells (all
+// cells where `cell_occupied` is nullptr). With WRITE false it only counts them; with WRITE true
+// it stores the first `capacity` of them from `first` on (node id relative to the level, t in
+// double).
 template <bool WRITE>
 __device__ long long walk(const TraceRay& r, long long ray, const double* cell_min,
                           const int* children, int level, int level_start, int num_roots,
-                          long long first, long long capacity, long long* ray_index,
-                          long long* cell_index, double* t_in_scratch, double* t_out_scratch) {
+                          const unsigned char* cell_occupied, long long first,
+                          long long capacity, long long* ray_index, long long* cell_index,
+                          double* t_in_scratch, double* t_out_scratch) {
     int node_stack[STACK_CAPACITY];
     int depth_stack[STACK_CAPACITY];
     int top = 0;
@@ -96,6 +104,9 @@ __device__ long long walk(const TraceRay& r, long long ray, const double* cell_m
             continue;
         }
         if (depth == level) {
+            if (cell_occupied != nullptr && cell_occupied[node - level_start] == 0) {
+                continue;
+            }
             if (WRITE && count < capacity) {
                 ray_index[first + count] = ray;
                 cell_index[first + count] = (long long)(node - level_start);
@@ -121,14 +132,14 @@ __device__ long long walk(const TraceRay& r, long long ray, const double* cell_m
 extern "C" __global__ void trace_count(const float* origins, const float* directions,
                                        int num_rays, const double* cell_min, const int* children,
                                        int level, int level_start, int num_roots,
-                                       long long* counts) {
+                                       const unsigned char* cell_occupied, long long* counts) {
     const long long ray = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (ray >= num_rays) {
         return;
     }
     const TraceRay r = load_ray(origins, directions, ray);
-    counts[ray] = walk<false>(r, ray, cell_min, children, level, level_start, num_roots, 0, 0,
-                              nullptr, nullptr, nullptr, nullptr);
+    counts[ray] = walk<false>(r, ray, cell_min, children, level, level_start, num_roots,
+                              cell_occupied, 0, 0, nullptr, nullptr, nullptr, nullptr);
 }
 
 // `offsets` [num_rays + 1]: ray r owns the output slots offsets[r] .. offsets[r + 1] - 1 (0, then
@@ -136,6 +147,7 @@ extern "C" __global__ void trace_count(const float* origins, const float* direct
 extern "C" __global__ void trace_write(const float* origins, const float* directions,
                                        int num_rays, const double* cell_min, const int* children,
                                        int level, int level_start, int num_roots,
+                                       const unsigned char* cell_occupied,
                                        const long long* offsets, long long* ray_index,
                                        long long* cell_index, double* t_in_scratch,
                                        double* t_out_scratch, float* t_in, float* t_out) {
@@ -147,8 +159,8 @@ extern "C" __global__ void trace_write(const float* origins, const float* direct
     const long long first = offsets[ray];
     const long long capacity = offsets[ray + 1] - first;
     const long long found = walk<true>(r, ray, cell_min, children, level, level_start, num_roots,
-                                       first, capacity, ray_index, cell_index, t_in_scratch,
-                                       t_out_scratch);
+                                       cell_occupied, first, capacity, ray_index, cell_index,
+                                       t_in_scratch, t_out_scratch);
     const long long count = found < capacity ? found : capacity;
     // Insertion sort of this ray's segment by (t_in, cell): O(count) when already in order.
     for (long long i = first + 1; i < first + count; ++i) {

@@ -20,13 +20,15 @@ from core_cli import REPO_ROOT, run_core
 from core.errors import VbnfError
 from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu.kernels import cupy_package_for
-from core.neural.render.raymarch import composite, composite_round, sample_hits
+from core.neural.render.occupancy import Culling, sample_occupied
+from core.neural.render.raymarch import composite, composite_round
 
 
 def test_torch_backend_is_the_reference() -> None:
     backend = torch_backend()
     assert backend.name == "torch"
-    assert backend.sample is sample_hits
+    assert backend.sample is sample_occupied
+    assert backend.occupied_samples is Culling.occupied_samples
     assert backend.composite is composite
     assert backend.composite_round is composite_round
 

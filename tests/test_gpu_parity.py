@@ -46,13 +46,21 @@ from core.neural.render.backend import select_backend, torch_backend
 from core.neural.render.gpu import ops
 from core.neural.render.gpu.backend import cupy_backend, cupy_unavailable_reason
 from core.neural.render.gpu.kernels import import_cupy
-from core.neural.render.occupancy import EMPTY_CHECKS
-from core.neural.render.raymarch import PackedSamples, VoxelHits, composite, sample_hits
+from core.neural.render.occupancy import EMPTY_CHECKS, Culling, sample_occupied
+from core.neural.render.raymarch import (
+    PackedSamples,
+    VoxelHits,
+    accumulate,
+    composite,
+    sample_hits,
+    sample_weights,
+)
 from core.neural.render.renderer import (
     DEFAULT_TERMINATION,
     RayBatch,
     render_rays,
     render_rays_early_exit,
+    shade,
 )
 from core.neural.trainer import Trainer, TrainingRays, TrainOptions
 
@@ -184,7 +192,7 @@ def test_trace_write_keeps_to_each_rays_slots(device: torch.device, octree: Spar
         "trace_write", device, num_rays, p(origins, torch.float32), p(directions, torch.float32),
         np.int32(num_rays), p(tables.cell_min, torch.float64), p(tables.children, torch.int32),
         np.int32(accel.trace_level), np.int32(tables.level_start), np.int32(tables.num_roots),
-        p(offsets, torch.int64), p(ray_index, torch.int64), p(cell_index, torch.int64),
+        0, p(offsets, torch.int64), p(ray_index, torch.int64), p(cell_index, torch.int64),
         p(scratch_in, torch.float64), p(scratch_out, torch.float64), p(t_in, torch.float32),
         p(t_out, torch.float32),
     )  # fmt: skip
@@ -242,6 +250,196 @@ def test_jittered_samples_are_stratified(device: torch.device, octree: SparseOct
     again = ops.sample(hits, origins, directions, torch.Generator().manual_seed(5))
     other = ops.sample(hits, origins, directions, torch.Generator().manual_seed(6))
     assert torch.equal(again.t, samples.t) and not torch.equal(other.t, samples.t)
+
+
+# --- Empty-space skipping: the kernels cull hits and samples as the torch path does ----------
+
+
+def culled_accel(device: torch.device, octree: SparseOctree, trace_level: int) -> OctreeAccel:
+    """An accel whose occupancy grids cull at random: each sub-cell is kept with probability
+    1/2 and every fourth trace cell loses all of its, so every level has culled cells (the
+    tracer's decision) and culled sub-cells next to kept ones (the samplers')."""
+    accel = OctreeAccel(octree, trace_level, MAX_LEVEL)
+    generator = torch.Generator().manual_seed(21 + trace_level)
+    occupancy = accel.occupancy
+    for lod in range(len(occupancy.levels)):
+        grid = occupancy.grid(lod)
+        occupied = torch.rand(grid.occupied.shape, generator=generator) < 0.5
+        by_cell = occupied.view(-1, grid.sub_cells)
+        by_cell[1::4] = False
+        grid.occupied.copy_(occupied)
+        grid.cell_occupied.copy_(by_cell.any(dim=1))
+    occupancy.checks = EMPTY_CHECKS
+    return accel.to(device)
+
+
+def cullings(accel: OctreeAccel) -> list[Culling]:
+    """The culling of every level of detail (all active)."""
+    found = [accel.occupancy.culling(lod) for lod in range(len(accel.occupancy.levels))]
+    assert all(culling is not None for culling in found)
+    return [culling for culling in found if culling is not None]
+
+
+@pytest.mark.parametrize("trace_level", [1, 3])
+def test_culled_trace_matches_torch_exactly(
+    device: torch.device, octree: SparseOctree, trace_level: int
+) -> None:
+    accel = culled_accel(device, octree, trace_level)
+    origins, directions = make_rays(device, 4096, seed=22)
+    unculled = accel.raytrace(origins, directions).ray_index.numel()
+    for culling in cullings(accel):
+        expected = accel.raytrace(origins, directions, culling)
+        actual = ops.trace(accel, origins, directions, culling)
+        assert 0 < expected.ray_index.numel() < unculled
+        for name in ("ray_index", "cell_index", "t_in", "t_out"):
+            assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+
+
+@pytest.mark.parametrize("trace_level", [1, 3])
+def test_culled_bin_centre_samples_match_torch_exactly(
+    device: torch.device, octree: SparseOctree, trace_level: int
+) -> None:
+    """Bin-centre samples of culled sampling, from the unculled hits (so that culled cells'
+    sub-cells are tested too) and from the culled ones, torch's and the kernels'."""
+    accel = culled_accel(device, octree, trace_level)
+    origins, directions = make_rays(device, 2048, seed=23)
+    every_hit = accel.raytrace(origins, directions)
+    for culling in cullings(accel):
+        kernel_hits = ops.trace(accel, origins, directions, culling)
+        for hits in (every_hit, accel.raytrace(origins, directions, culling), kernel_hits):
+            expected = sample_occupied(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+            actual = ops.sample(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+            assert 0 < expected.t.numel() < hits.t_in.numel() * SAMPLES_PER_VOXEL
+            for name in ("ray_index", "t", "step", "points"):
+                assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+        made = ops.sample(kernel_hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+        assert isinstance(made, ops.KernelSamples)  # still packed by ray: no check needed
+
+
+def test_culled_jittered_samples_are_the_kept_unculled_ones(
+    device: torch.device, octree: SparseOctree
+) -> None:
+    """With jitter, culling in the kernel keeps exactly the samples that sampling everything
+    with the same seed and culling afterwards (torch's decision) keeps, bit for bit."""
+    accel = culled_accel(device, octree, 3)
+    origins, directions = make_rays(device, 2048, seed=24)
+    hits = accel.raytrace(origins, directions)
+    for culling in cullings(accel):
+        every = ops.sample(hits, origins, directions, torch.Generator().manual_seed(5))
+        kept = ops.sample(
+            hits, origins, directions, torch.Generator().manual_seed(5), SAMPLES_PER_VOXEL,
+            culling,
+        )  # fmt: skip
+        expected = every.select(culling.occupied_samples(hits, every))
+        assert 0 < kept.t.numel() < every.t.numel()
+        for name in ("ray_index", "t", "step", "points"):
+            assert torch.equal(getattr(kept, name), getattr(expected, name)), name
+
+
+def test_occupied_samples_of_whole_voxels_match_torch(
+    device: torch.device, octree: SparseOctree
+) -> None:
+    """Which samples of whole voxels an early-exit render shades: the kernel's and torch's
+    decision, for bin-centre and jittered points, and for points from each hit's entry to its
+    exit inclusive, whose coordinates fall on, or by rounding just past, the cell's faces
+    (where both clamp into the hit's cell)."""
+    accel = culled_accel(device, octree, 3)
+    origins, directions = make_rays(device, 2048, seed=25)
+    hits = accel.raytrace(origins, directions)
+    fraction = torch.arange(SAMPLES_PER_VOXEL, device=device) / (SAMPLES_PER_VOXEL - 1)
+    t = (hits.t_in[:, None] + (hits.t_out - hits.t_in)[:, None] * fraction).reshape(-1)
+    ray = hits.ray_index.repeat_interleave(SAMPLES_PER_VOXEL)
+    ends = PackedSamples(ray, t, torch.zeros_like(t), origins[ray] + directions[ray] * t[:, None])
+    bin_centres = ops.sample(hits, origins, directions, None)
+    jittered = ops.sample(hits, origins, directions, torch.Generator().manual_seed(7))
+    for culling in cullings(accel):
+        for samples in (bin_centres, jittered, ends):
+            expected = culling.occupied_samples(hits, samples)
+            assert 0 < expected.numel() < samples.t.numel()
+            assert torch.equal(ops.occupied_samples(culling, hits, samples), expected)
+
+
+def test_sample_occupied_write_keeps_to_each_hits_slots(
+    device: torch.device, octree: SparseOctree
+) -> None:
+    """Given slots that disagree with its count (one too few for every third hit, two too many
+    for the next), ``sample_occupied_write`` writes exactly hit h's slots: its first kept
+    samples, then zero-length samples at the hit's exit, nothing past the end."""
+    accel = culled_accel(device, octree, 3)
+    origins, directions = make_rays(device, 512, seed=26)
+    hits = accel.raytrace(origins, directions)
+    culling = cullings(accel)[1]
+    expected = sample_occupied(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+    every = sample_hits(hits, origins, directions, None)
+    num_hits = int(hits.t_in.numel())
+    kept_hit = culling.occupied_samples(hits, every) // SAMPLES_PER_VOXEL
+    counts = torch.bincount(kept_hit, minlength=num_hits)
+    slots = counts.clone()
+    slots[0::3] = (counts[0::3] - 1).clamp(min=0)
+    slots[1::3] += 2
+    offsets = torch.cat([slots.new_zeros(1), torch.cumsum(slots, 0)])
+    total = int(offsets[-1])
+    guard = -7  # one slot past the end and every slot start out as this
+    ray_index = torch.full((total + 1,), guard, device=device)
+    t, step = (torch.full((total + 1,), guard, dtype=torch.float32, device=device)
+               for _ in range(2))  # fmt: skip
+    points = torch.full((total + 1, 3), guard, dtype=torch.float32, device=device)
+    p = ops.pointer
+    trace_cells = culling.trace_cells.contiguous()
+    ops.launch(
+        "sample_occupied_write", device, num_hits, p(hits.ray_index, torch.int64),
+        p(hits.cell_index, torch.int64), p(hits.t_in, torch.float32),
+        p(hits.t_out, torch.float32), np.int64(num_hits), p(origins, torch.float32),
+        p(directions, torch.float32), np.int32(SAMPLES_PER_VOXEL), np.int32(0), np.uint64(0),
+        p(trace_cells, torch.int64), np.int32(culling.level), np.int32(culling.sub_bits),
+        p(culling.occupied, torch.bool), p(offsets, torch.int64), p(ray_index, torch.int64),
+        p(t, torch.float32), p(step, torch.float32), p(points, torch.float32),
+    )  # fmt: skip
+    assert int(ray_index[total]) == guard and float(t[total]) == guard
+    assert float(step[total]) == guard and bool((points[total] == guard).all())
+    hit = torch.repeat_interleave(torch.arange(num_hits, device=device), slots)
+    rank = torch.arange(total, device=device) - offsets[hit]
+    assert torch.equal(ray_index[:total], hits.ray_index[hit])
+    real = rank < counts[hit]
+    source = (torch.cumsum(counts, 0) - counts)[hit[real]] + rank[real]
+    for name, written in (("t", t), ("step", step), ("points", points)):
+        assert torch.equal(written[:total][real], getattr(expected, name)[source]), name
+    spare = ~real
+    assert bool(spare.any())
+    assert torch.equal(t[:total][spare], hits.t_out[hit[spare]])
+    assert bool((step[:total][spare] == 0.0).all())
+
+
+@pytest.mark.parametrize("lod", [0, 3])
+def test_culled_training_render_matches_torch(
+    device: torch.device, octree: SparseOctree, lod: int
+) -> None:
+    """A field whose own occupancy checks culled part of it: the training render's samples
+    are identical on both backends, its colour, opacity and expected depth equal to float
+    rounding."""
+    field = make_field(device, octree, "codebook", -0.3, culled=True)
+    rays = make_batch(device, 2048, seed=27)
+    num_rays = len(rays)
+    results = []
+    for backend in (torch_backend(), cupy_backend()):
+        samples = field.accel.raymarch(
+            rays.origins, rays.directions, lod, None, backend.trace, backend.sample
+        )
+        with torch.no_grad():
+            density, rgb = shade(field, samples, rays, lod, backend.gather)
+            colour, alpha = backend.composite(density, rgb, samples, num_rays)
+        weights = sample_weights(density, samples.step, samples.ray_index, num_rays)
+        depth = accumulate(weights, samples.t, samples.ray_index, num_rays)
+        results.append((samples, colour, alpha, depth))
+    (expected, *want), (actual, *got) = results
+    every = sample_hits(field.accel.raytrace(rays.origins, rays.directions), rays.origins,
+                        rays.directions, None)  # fmt: skip
+    assert 0 < expected.t.numel() < every.t.numel()
+    for name in ("ray_index", "t", "step", "points"):
+        assert torch.equal(getattr(actual, name), getattr(expected, name)), name
+    assert float(want[1].max()) > 0.0
+    for got_values, want_values in zip(got, want, strict=True):
+        torch.testing.assert_close(got_values, want_values, rtol=1e-5, atol=1e-6)
 
 
 # Media of the compositing tests: "dense" is partly opaque; in the thin ones (early training)
@@ -387,15 +585,22 @@ def test_composite_on_a_side_stream(device: torch.device, octree: SparseOctree) 
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_cupy_training_step_waits_for_the_gpu_three_times(
-    device: torch.device, octree: SparseOctree, tmp_path: Path
+@pytest.mark.parametrize(("density_bias", "culled", "syncs"), [(5.0, False, 3), (-0.3, True, 4)])
+def test_cupy_training_step_waits_for_the_gpu_a_fixed_number_of_times(
+    device: torch.device,
+    octree: SparseOctree,
+    tmp_path: Path,
+    density_bias: float,
+    culled: bool,
+    syncs: int,
 ) -> None:
     """The host syncs of a cupy training step, counted by torch's sync debug mode: the number
     of hits (it sizes the hit list), the numbers of corners each level touches (they size the
-    rows asked of each store; read for all levels at once) and the loss the step reports."""
+    rows asked of each store; read for all levels at once) and the loss the step reports; with
+    culling, also the number of kept samples (it sizes the sample list)."""
     if device.type != "cuda":
         pytest.skip("host syncs exist on CUDA only")
-    field = make_field(device, octree, "codebook", 5.0).train()
+    field = make_field(device, octree, "codebook", density_bias, culled).train()
     batch = make_batch(device, 2048, seed=19)
     target = torch.rand(len(batch), 4, device=device)
     options = TrainOptions(batch_rays=1024, device="cuda", backend="cupy")
@@ -413,7 +618,7 @@ def test_cupy_training_step_waits_for_the_gpu_three_times(
     sites = [
         f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
     ]
-    assert len(sites) == 3, sites
+    assert len(sites) == syncs, sites
 
 
 LARGE_RAYS = 1 << 20
@@ -457,6 +662,28 @@ def test_large_input_matches_torch(device: torch.device, octree: SparseOctree) -
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     for got, want in zip(results[1][2:], results[0][2:], strict=True):
         assert_gradient_close(got, want)
+
+
+def test_large_culled_input_matches_torch(device: torch.device, octree: SparseOctree) -> None:
+    """2^20 rays through randomly culled grids: the culled trace and sampling kernels against
+    torch at a size where their grids run to thousands of blocks."""
+    if device.type != "cuda":
+        pytest.skip("too large for the host build")
+    if torch.cuda.get_device_properties(device).total_memory < 32 * 2**30:
+        pytest.skip("needs a GPU with 32 GiB or more")
+    accel = culled_accel(device, octree, 3)
+    origins, directions = make_rays(device, LARGE_RAYS, seed=28)
+    culling = cullings(accel)[-1]
+    expected_hits = accel.raytrace(origins, directions, culling)
+    hits = ops.trace(accel, origins, directions, culling)
+    for name in ("ray_index", "cell_index", "t_in", "t_out"):
+        assert torch.equal(getattr(hits, name), getattr(expected_hits, name)), name
+    del expected_hits
+    expected = sample_occupied(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+    samples = ops.sample(hits, origins, directions, None, SAMPLES_PER_VOXEL, culling)
+    assert samples.t.numel() > 10_000_000
+    for name in ("ray_index", "t", "step", "points"):
+        assert torch.equal(getattr(samples, name), getattr(expected, name)), name
 
 
 def make_field(

@@ -23,8 +23,8 @@ from torch import nn
 from ...asset.cell_grid import lookup_cells
 from ...asset.octree import SparseOctree
 from ...limits import MAX_LEVEL, SAMPLES_PER_VOXEL
-from .occupancy import OccupancyGrids
-from .raymarch import PackedSamples, VoxelHits, sample_hits
+from .occupancy import Culling, OccupancyGrids, sample_occupied
+from .raymarch import PackedSamples, VoxelHits
 
 _MIN_DIRECTION = 1e-9
 
@@ -176,10 +176,13 @@ class OctreeAccel(nn.Module):
             self._kernel_tables[device] = own.to(device, torch.int32)
         return self._kernel_tables[device]
 
-    def raytrace(self, origins: torch.Tensor, directions: torch.Tensor) -> VoxelHits:
+    def raytrace(
+        self, origins: torch.Tensor, directions: torch.Tensor, culling: Culling | None = None
+    ) -> VoxelHits:
         """Cells of ``trace_level`` hit by rays (normalised origins [R, 3], directions [R, 3]),
         packed by ray and front to back, by level-synchronous descent: (ray, node) pairs that
-        hit a node's box are expanded into the node's occupied children."""
+        hit a node's box are expanded into the node's occupied children. With ``culling``,
+        less the cells it culls (the torch twin of the CUDA tracer's culling)."""
         origins, directions = origins.double(), directions.double()
         safe = torch.where(directions.abs() < _MIN_DIRECTION, _MIN_DIRECTION, directions)
         inverse = 1.0 / safe
@@ -201,7 +204,8 @@ class OctreeAccel(nn.Module):
         order = torch.argsort(t_in, stable=True)
         order = order[torch.argsort(ray[order], stable=True)]
         cell = node[order] - self._level_start
-        return VoxelHits(ray[order], cell, t_in[order].float(), t_out[order].float())
+        hits = VoxelHits(ray[order], cell, t_in[order].float(), t_out[order].float())
+        return hits if culling is None else culling.occupied_hits(hits)
 
     def raymarch(
         self,
@@ -209,21 +213,20 @@ class OctreeAccel(nn.Module):
         directions: torch.Tensor,
         lod: int,
         generator: torch.Generator | None,
-        trace: Callable[[OctreeAccel, torch.Tensor, torch.Tensor], VoxelHits] | None = None,
-        sample: Callable[..., PackedSamples] = sample_hits,
+        trace: Callable[..., VoxelHits] | None = None,
+        sample: Callable[..., PackedSamples] = sample_occupied,
     ) -> PackedSamples:
         """Stratified samples (``SAMPLES_PER_VOXEL`` per cell) in the cells the rays cross
         that level ``lod``'s occupancy keeps, less the samples in its culled sub-cells;
-        ``trace`` and ``sample`` are a backend's primitives (torch's by default)."""
+        ``trace`` and ``sample`` are a backend's primitives (torch's by default), which both
+        take the level's :class:`~.occupancy.Culling` and apply it themselves."""
+        culling = self.occupancy.culling(lod)
         hits = (
-            self.raytrace(origins, directions)
+            self.raytrace(origins, directions, culling)
             if trace is None
-            else trace(self, origins, directions)
+            else trace(self, origins, directions, culling)
         )
-        hits = self.occupancy.occupied_hits(hits, lod)
-        samples = sample(hits, origins, directions, generator, SAMPLES_PER_VOXEL)
-        keep = self.occupancy.occupied_samples(hits, samples, lod)
-        return samples if keep is None else samples.select(keep)
+        return sample(hits, origins, directions, generator, SAMPLES_PER_VOXEL, culling)
 
 
 def _slab(

@@ -1,7 +1,8 @@
 """What a renderer needs from an implementation, as primitives: ``--backend auto|torch|cupy``.
 
-A :class:`Backend` holds the five primitives every render is made of (trace, sample, gather,
-composite, composite a round) with the signatures of their torch reference, which lives here;
+A :class:`Backend` holds the primitives every render is made of (trace, sample, gather,
+composite, composite a round, and which samples of whole voxels the occupancy keeps) with the
+signatures of their torch reference, which lives here;
 the training render and the one early-exit loop in :mod:`.renderer` are written once in terms
 of them. ``auto`` takes the CUDA kernels (:mod:`.gpu`) when the device is CUDA, CuPy imports
 and every kernel compiles; otherwise torch, which is also what a CPU machine gets. Asking for
@@ -21,14 +22,19 @@ from ...errors import VbnfError
 from ...limits import SAMPLES_PER_VOXEL
 from ..field import TORCH_GATHER, FeatureGather
 from .accel import OctreeAccel
-from .raymarch import PackedSamples, VoxelHits, composite, composite_round, sample_hits
+from .occupancy import Culling, sample_occupied
+from .raymarch import PackedSamples, VoxelHits, composite, composite_round
 
 BACKEND_CHOICES = ("auto", "torch", "cupy")
 
 
 class TraceFn(Protocol):
     def __call__(
-        self, accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor
+        self,
+        accel: OctreeAccel,
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        culling: Culling | None = None,
     ) -> VoxelHits: ...
 
 
@@ -40,7 +46,19 @@ class SampleFn(Protocol):
         directions: torch.Tensor,
         generator: torch.Generator | None,
         samples_per_voxel: int = SAMPLES_PER_VOXEL,
+        culling: Culling | None = None,
     ) -> PackedSamples: ...
+
+
+class OccupiedSamplesFn(Protocol):
+    def __call__(
+        self,
+        culling: Culling,
+        /,
+        hits: VoxelHits,
+        samples: PackedSamples,
+        samples_per_voxel: int = SAMPLES_PER_VOXEL,
+    ) -> torch.Tensor: ...
 
 
 class CompositeFn(Protocol):
@@ -66,10 +84,13 @@ class CompositeRoundFn(Protocol):
 @dataclass(frozen=True)
 class Backend:
     """The primitives of one implementation; each has the signature of the torch function:
-    ``trace(accel, origins, directions)`` is ``accel.raytrace(origins, directions)``,
-    ``sample`` is ``raymarch.sample_hits``, ``gather`` is the field's
-    :class:`~core.neural.field.FeatureGather`, ``composite`` is ``raymarch.composite`` and
-    ``composite_round`` is ``raymarch.composite_round``."""
+    ``trace(accel, origins, directions, culling)`` is ``accel.raytrace(origins, directions,
+    culling)``, ``sample`` is ``occupancy.sample_occupied`` (``raymarch.sample_hits`` less the
+    culled samples), ``gather`` is the field's :class:`~core.neural.field.FeatureGather`,
+    ``composite`` is ``raymarch.composite``, ``composite_round`` is
+    ``raymarch.composite_round`` and ``occupied_samples(culling, hits, samples)`` is
+    ``Culling.occupied_samples`` (which samples of whole voxels are kept, for the early-exit
+    render that shades only those). ``culling`` None keeps everything."""
 
     name: str
     trace: TraceFn
@@ -77,18 +98,30 @@ class Backend:
     gather: FeatureGather
     composite: CompositeFn
     composite_round: CompositeRoundFn
+    occupied_samples: OccupiedSamplesFn
 
 
 def trace_with_torch(
-    accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor
+    accel: OctreeAccel,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    culling: Culling | None = None,
 ) -> VoxelHits:
-    return accel.raytrace(origins, directions)
+    return accel.raytrace(origins, directions, culling)
 
 
 @functools.cache
 def torch_backend() -> Backend:
     """The torch reference (every device)."""
-    return Backend("torch", trace_with_torch, sample_hits, TORCH_GATHER, composite, composite_round)
+    return Backend(
+        "torch",
+        trace_with_torch,
+        sample_occupied,
+        TORCH_GATHER,
+        composite,
+        composite_round,
+        Culling.occupied_samples,
+    )
 
 
 def require_device(device: str) -> None:

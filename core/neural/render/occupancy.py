@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ...limits import SAMPLES_PER_VOXEL
-from .raymarch import PackedSamples, VoxelHits
+from .raymarch import PackedSamples, VoxelHits, sample_hits
 
 OCCUPANCY_OPACITY = 1e-4  # a probe below this opacity (over the longest step) is empty
 EMPTY_CHECKS = 3  # consecutive empty probes before a sub-cell is culled
@@ -95,6 +95,57 @@ class LevelOccupancy(nn.Module):
         self.register_buffer("cell_occupied", torch.ones(num_trace_cells, dtype=torch.bool), False)
 
 
+@dataclass(frozen=True)
+class Culling:
+    """What one level of detail culls, as both backends read it: the torch path indexes these
+    tensors, the CUDA kernels (``cuda/octree_trace.cu``, ``cuda/sampling.cu``) take them as
+    byte arrays and decide the same way, sample by sample."""
+
+    cell_occupied: torch.Tensor  # [trace cells] bool: the cell has an occupied sub-cell
+    occupied: torch.Tensor  # [trace cells * 8^sub_bits] bool, entries as in the module doc
+    trace_cells: torch.Tensor  # [trace cells, 3] int64 coordinates at the trace level
+    level: int  # the occupancy level
+    sub_bits: int  # occupancy level - trace level
+
+    def occupied_hits(self, hits: VoxelHits) -> VoxelHits:
+        """The hits whose cell has an occupied sub-cell, in their order."""
+        keep = torch.nonzero(self.cell_occupied[hits.cell_index]).squeeze(1)
+        return VoxelHits(
+            *(a[keep] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
+        )
+
+    def occupied_samples(
+        self, hits: VoxelHits, samples: PackedSamples, samples_per_voxel: int = SAMPLES_PER_VOXEL
+    ) -> torch.Tensor:
+        """Indices of the samples (``samples_per_voxel`` per hit, in hit order) that lie in
+        occupied sub-cells."""
+        hit = torch.arange(samples.t.numel(), device=samples.t.device) // samples_per_voxel
+        entry = self._entries(hits.cell_index[hit], samples.points)
+        return torch.nonzero(self.occupied[entry]).squeeze(1)
+
+    def _entries(self, cell: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Grid entry of points known to lie in (or on the boundary of) trace ``cell``."""
+        scaled = torch.floor((points + 1.0) * (0.5 * (1 << self.level))).long()
+        base = self.trace_cells[cell] << self.sub_bits
+        local = torch.clamp(scaled - base, 0, (1 << self.sub_bits) - 1)
+        return cell * (1 << (3 * self.sub_bits)) + _linear(local, self.sub_bits)
+
+
+def sample_occupied(
+    hits: VoxelHits,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    generator: torch.Generator | None,
+    samples_per_voxel: int = SAMPLES_PER_VOXEL,
+    culling: Culling | None = None,
+) -> PackedSamples:
+    """``sample_hits``, less the samples ``culling`` culls: the torch backend's ``sample``."""
+    samples = sample_hits(hits, origins, directions, generator, samples_per_voxel)
+    if culling is None:
+        return samples
+    return samples.select(culling.occupied_samples(hits, samples, samples_per_voxel))
+
+
 class OccupancyGrids(nn.Module):
     """The grids of all levels of detail of one field, owned by its
     :class:`~.accel.OctreeAccel`; inactive (keeping everything) until ``EMPTY_CHECKS`` checks
@@ -130,36 +181,27 @@ class OccupancyGrids(nn.Module):
 
     # --- what a render asks ---------------------------------------------------------------
 
+    def culling(self, lod: int) -> Culling | None:
+        """What level ``lod`` culls, or None while inactive (keep everything)."""
+        if not self.active:
+            return None
+        grid = self.grid(lod)
+        return Culling(
+            grid.cell_occupied, grid.occupied, self.trace_cells, grid.level, grid.sub_bits
+        )
+
     def occupied_hits(self, hits: VoxelHits, lod: int) -> VoxelHits:
         """The hits whose cell has an occupied sub-cell (all of them while inactive)."""
-        if not self.active:
-            return hits
-        keep = torch.nonzero(self.grid(lod).cell_occupied[hits.cell_index]).squeeze(1)
-        return VoxelHits(
-            *(a[keep] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
-        )
+        culling = self.culling(lod)
+        return hits if culling is None else culling.occupied_hits(hits)
 
     def occupied_samples(
         self, hits: VoxelHits, samples: PackedSamples, lod: int
     ) -> torch.Tensor | None:
         """Indices of the samples (``SAMPLES_PER_VOXEL`` per hit, in hit order) that lie in
         occupied sub-cells, or None while inactive (keep all)."""
-        if not self.active:
-            return None
-        grid = self.grid(lod)
-        hit = torch.arange(samples.t.numel(), device=samples.t.device) // SAMPLES_PER_VOXEL
-        cell = hits.cell_index[hit]
-        entry = self._entries(grid, cell, samples.points)
-        return torch.nonzero(grid.occupied[entry]).squeeze(1)
-
-    def _entries(
-        self, grid: LevelOccupancy, cell: torch.Tensor, points: torch.Tensor
-    ) -> torch.Tensor:
-        """Grid entry of points known to lie in (or on the boundary of) trace ``cell``."""
-        scaled = torch.floor((points + 1.0) * (0.5 * (1 << grid.level))).long()
-        base = self.trace_cells[cell] << grid.sub_bits
-        local = torch.clamp(scaled - base, 0, (1 << grid.sub_bits) - 1)
-        return cell * grid.sub_cells + _linear(local, grid.sub_bits)
+        culling = self.culling(lod)
+        return None if culling is None else culling.occupied_samples(hits, samples)
 
     # --- how the grids learn ----------------------------------------------------------------
 

@@ -132,9 +132,8 @@ def render_rays_early_exit(
     """
     backend = backend or torch_backend()
     num_rays, device = len(rays), rays.origins.device
-    occupancy = field.accel.occupancy
-    hits = backend.trace(field.accel, rays.origins, rays.directions)
-    hits = occupancy.occupied_hits(hits, lod)
+    culling = field.accel.occupancy.culling(lod)
+    hits = backend.trace(field.accel, rays.origins, rays.directions, culling)
     colour = torch.zeros(num_rays, 3, dtype=torch.float32, device=device)
     transmittance = torch.ones(num_rays, dtype=torch.float32, device=device)
     if hits.ray_index.numel() == 0:
@@ -158,10 +157,8 @@ def render_rays_early_exit(
             *(a[selected] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
         )
         samples = backend.sample(round_hits, rays.origins, rays.directions, None)
-        density, rgb = shade_kept(
-            field, samples, rays, lod, backend.gather, tables,
-            occupancy.occupied_samples(round_hits, samples, lod),
-        )  # fmt: skip
+        keep = None if culling is None else backend.occupied_samples(culling, round_hits, samples)
+        density, rgb = shade_kept(field, samples, rays, lod, backend.gather, tables, keep)
         voxel_offsets = torch.cat([ends.new_zeros(1), ends])
         backend.composite_round(
             density,

@@ -19,7 +19,13 @@ def cupy_backend() -> Backend:
     from . import ops
 
     return Backend(
-        "cupy", ops.trace, ops.sample, ops.KERNEL_GATHER, ops.composite, ops.composite_round
+        "cupy",
+        ops.trace,
+        ops.sample,
+        ops.KERNEL_GATHER,
+        ops.composite,
+        ops.composite_round,
+        ops.occupied_samples,
     )
 
 

@@ -29,7 +29,12 @@ CUDA_SOURCE_DIR = Path(__file__).resolve().parents[4] / "cuda"
 # these names is an entry point of its file's PTX, so a renamed kernel cannot land.
 KERNELS: dict[str, tuple[str, ...]] = {
     "octree_trace.cu": ("trace_count", "trace_write"),
-    "sampling.cu": ("sample_voxels",),
+    "sampling.cu": (
+        "sample_voxels",
+        "sample_occupied_count",
+        "sample_occupied_write",
+        "mark_occupied_samples",
+    ),
     "composite.cu": ("composite_forward", "composite_backward", "composite_round"),
     "field_features.cu": ("locate_corners", "interpolate_corners", "interpolate_corners_backward"),
 }

@@ -1,8 +1,10 @@
 """Torch-facing wrappers of the CUDA kernels, with the signatures of the torch reference.
 
-``trace``, ``sample``, ``composite`` and ``composite_round`` take and return exactly what
-``OctreeAccel.raytrace``, ``sample_hits``, ``composite`` and ``composite_round`` in
-:mod:`core.neural.render.raymarch` do, and :class:`KernelGather` is a
+``trace``, ``sample``, ``occupied_samples``, ``composite`` and ``composite_round`` take and
+return exactly what ``OctreeAccel.raytrace``, ``occupancy.sample_occupied``,
+``Culling.occupied_samples``, and ``composite`` and ``composite_round`` in
+:mod:`core.neural.render.raymarch` do (the kernels apply the occupancy :class:`Culling`
+themselves: no culled hit or sample is ever written), and :class:`KernelGather` is a
 :class:`~core.neural.field.FeatureGather`, so a :class:`Backend` can swap them in; ``composite`` and
 the gather's ``interpolate`` are differentiable (:class:`PackedComposite`,
 :class:`CornerInterpolation`). Outputs are torch
@@ -20,6 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from ....limits import SAMPLES_PER_VOXEL
 from ..accel import LevelIndex, OctreeAccel
+from ..occupancy import Culling
 from ..raymarch import PackedSamples, VoxelHits
 from .kernels import launch, pointer
 
@@ -42,10 +45,15 @@ class KernelSamples(PackedSamples):
     num_rays: int = 0
 
 
-def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -> KernelHits:
-    """Cells of ``accel.trace_level`` hit by each ray, packed by ray and front to back (the same
-    list, order and values as ``accel.raytrace(origins, directions)``). Rays are read as
-    float32."""
+def trace(
+    accel: OctreeAccel,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    culling: Culling | None = None,
+) -> KernelHits:
+    """Cells of ``accel.trace_level`` hit by each ray that ``culling`` keeps (all when None),
+    packed by ray and front to back (the same list, order and values as
+    ``accel.raytrace(origins, directions, culling)``). Rays are read as float32."""
     device = origins.device
     tables = accel.trace_tables(device)
     origins = origins.float().contiguous()
@@ -57,6 +65,7 @@ def trace(accel: OctreeAccel, origins: torch.Tensor, directions: torch.Tensor) -
         np.int32(tables.level),
         np.int32(tables.level_start),
         np.int32(tables.num_roots),
+        0 if culling is None else pointer(culling.cell_occupied, torch.bool),  # 0: nullptr
     )
     ray_args = (pointer(origins, torch.float32), pointer(directions, torch.float32))
     counts = torch.zeros(num_rays, dtype=torch.int64, device=device)
@@ -88,14 +97,16 @@ def sample(
     directions: torch.Tensor,
     generator: torch.Generator | None,
     samples_per_voxel: int = SAMPLES_PER_VOXEL,
+    culling: Culling | None = None,
 ) -> PackedSamples:
-    """``samples_per_voxel`` stratified samples per hit cell. Without a generator they sit at
-    bin centres and equal ``sample_hits``' bit for bit; with one, the jitter is hashed on the
-    GPU from a seed drawn from ``generator`` (same distribution, different numbers). Hits from
-    :func:`trace` give :class:`KernelSamples`."""
+    """``samples_per_voxel`` stratified samples per hit cell, less those in sub-cells
+    ``culling`` culls (none when None). Without a generator they sit at bin centres and equal
+    ``occupancy.sample_occupied``'s bit for bit; with one, the jitter is hashed on the GPU from
+    a seed drawn from ``generator`` (same distribution, different numbers; the kept samples are
+    those of the unculled call with the same seed). Hits from :func:`trace` give
+    :class:`KernelSamples`."""
     device = origins.device
     num_hits = int(hits.ray_index.numel())
-    total = num_hits * samples_per_voxel
     if generator is None:
         jittered, seed = 0, 0
     else:
@@ -108,22 +119,88 @@ def sample(
     hit_t_out = hits.t_out.float().contiguous()
     origins = origins.float().contiguous()
     directions = directions.float().contiguous()
-    ray_index = torch.empty(total, dtype=torch.int64, device=device)
-    t = torch.empty(total, dtype=torch.float32, device=device)
-    step = torch.empty(total, dtype=torch.float32, device=device)
-    points = torch.empty(total, 3, dtype=torch.float32, device=device)
-    launch(
-        "sample_voxels", device, total,
-        pointer(hit_ray, torch.int64), pointer(hit_t_in, torch.float32),
-        pointer(hit_t_out, torch.float32), np.int64(num_hits),
-        pointer(origins, torch.float32), pointer(directions, torch.float32),
-        np.int32(samples_per_voxel), np.int32(jittered), np.uint64(seed),
-        pointer(ray_index, torch.int64), pointer(t, torch.float32),
-        pointer(step, torch.float32), pointer(points, torch.float32),
-    )  # fmt: skip
+    ray_args = (pointer(origins, torch.float32), pointer(directions, torch.float32))
+    jitter_args = (np.int32(samples_per_voxel), np.int32(jittered), np.uint64(seed))
+    if culling is None:
+        total = num_hits * samples_per_voxel
+        ray_index, t, step, points = _sample_outputs(total, device)
+        launch(
+            "sample_voxels", device, total,
+            pointer(hit_ray, torch.int64), pointer(hit_t_in, torch.float32),
+            pointer(hit_t_out, torch.float32), np.int64(num_hits), *ray_args, *jitter_args,
+            pointer(ray_index, torch.int64), pointer(t, torch.float32),
+            pointer(step, torch.float32), pointer(points, torch.float32),
+        )  # fmt: skip
+    else:
+        hit_cell = hits.cell_index.contiguous()
+        trace_cells = culling.trace_cells.contiguous()
+        hit_args = (
+            pointer(hit_ray, torch.int64), pointer(hit_cell, torch.int64),
+            pointer(hit_t_in, torch.float32), pointer(hit_t_out, torch.float32),
+            np.int64(num_hits), *ray_args, *jitter_args, *_culling_args(culling, trace_cells),
+        )  # fmt: skip
+        counts = torch.zeros(num_hits, dtype=torch.int64, device=device)
+        launch("sample_occupied_count", device, num_hits, *hit_args, pointer(counts, torch.int64))
+        ends = torch.cumsum(counts, dim=0)
+        total = int(ends[-1]) if num_hits else 0  # the host sync that sizes the outputs
+        ray_index, t, step, points = _sample_outputs(total, device)
+        if total:
+            offsets = torch.cat([ends.new_zeros(1), ends])
+            launch(
+                "sample_occupied_write", device, num_hits, *hit_args,
+                pointer(offsets, torch.int64), pointer(ray_index, torch.int64),
+                pointer(t, torch.float32), pointer(step, torch.float32),
+                pointer(points, torch.float32),
+            )  # fmt: skip
     if isinstance(hits, KernelHits):
         return KernelSamples(ray_index, t, step, points, hits.num_rays)
     return PackedSamples(ray_index, t, step, points)
+
+
+def _sample_outputs(
+    total: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Empty ray_index, t, step and points of ``total`` samples."""
+    return (
+        torch.empty(total, dtype=torch.int64, device=device),
+        torch.empty(total, dtype=torch.float32, device=device),
+        torch.empty(total, dtype=torch.float32, device=device),
+        torch.empty(total, 3, dtype=torch.float32, device=device),
+    )
+
+
+def _culling_args(culling: Culling, trace_cells: torch.Tensor) -> tuple[Any, ...]:
+    """The occupancy arguments of the sampling kernels (``trace_cells`` contiguous, kept
+    alive by the caller)."""
+    return (
+        pointer(trace_cells, torch.int64),
+        np.int32(culling.level),
+        np.int32(culling.sub_bits),
+        pointer(culling.occupied, torch.bool),
+    )
+
+
+def occupied_samples(
+    culling: Culling,
+    hits: VoxelHits,
+    samples: PackedSamples,
+    samples_per_voxel: int = SAMPLES_PER_VOXEL,
+) -> torch.Tensor:
+    """Indices of the samples of whole voxels (``samples_per_voxel`` per hit, in hit order, as
+    :func:`sample` makes them without culling) that lie in occupied sub-cells: the same as
+    ``Culling.occupied_samples``, decided by a kernel."""
+    points = samples.points.float().contiguous()
+    hit_cell = hits.cell_index.contiguous()
+    trace_cells = culling.trace_cells.contiguous()
+    num_samples = int(points.shape[0])
+    kept = torch.empty(num_samples, dtype=torch.bool, device=points.device)
+    launch(
+        "mark_occupied_samples", points.device, num_samples,
+        pointer(points, torch.float32), np.int64(num_samples), pointer(hit_cell, torch.int64),
+        np.int32(samples_per_voxel), *_culling_args(culling, trace_cells),
+        pointer(kept, torch.bool),
+    )  # fmt: skip
+    return torch.nonzero(kept).squeeze(1)
 
 
 def check_packing(samples: PackedSamples, num_rays: int) -> None:
