@@ -125,17 +125,24 @@ class SparseOctree:
         return self._grids[level]
 
     @cached_property
-    def _corners(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-        return tuple(_dual_corners(level_cells) for level_cells in self.cells)
+    def _corner_tables(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def _corners(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """The corner tables of ``level``, built on first use: a reader checking each level's
+        corner count as it arrives must not pay for every coarser level again."""
+        if level not in self._corner_tables:
+            self._corner_tables[level] = _dual_corners(self.cells[level])
+        return self._corner_tables[level]
 
     def corners(self, level: int) -> np.ndarray:
         """Integer coordinates [M, 3] of the distinct corners of ``level``'s cells (Morton order).
         Features live here, so neighbouring cells share them and interpolation is continuous."""
-        return self._corners[level][0]
+        return self._corners(level)[0]
 
     def cell_corners(self, level: int) -> np.ndarray:
         """For each cell of ``level`` the indices [N, 8] of its 8 corners in ``corners(level)``."""
-        return self._corners[level][1]
+        return self._corners(level)[1]
 
     def num_corners(self, level: int) -> int:
         return int(self.corners(level).shape[0])
