@@ -8,8 +8,9 @@ fp16 arrays (codebook, basis, features) are kept as they are, in their usual ord
 
     structure stream | store arrays in file order (fp16 bytes as is, indices as a stream)
 
-Decoding gives back exactly the chunk's plain contents, so everything after the codec (mask
-validation, the store's arrays) is shared with the other codecs.
+Decoding gives back the chunk's plain contents (the indices as the arrays they decode to), so
+everything after the codec (mask validation, the store's arrays) is shared with the other
+codecs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import AssetError
-from .bitpack import pack_indices, unpack_indices
+from .bitpack import unpack_indices
 from .rans import (
     ByteReader,
     ParsedStream,
@@ -85,27 +86,31 @@ def parse_coded_chunk(
     return CodedChunk(masks, store, bitwidth)
 
 
-def decode_coded_chunks(chunks: Sequence[CodedChunk]) -> list[bytes | AssetError]:
-    """The plain contents of each chunk, or the first error its streams give. All streams of
-    all chunks are decoded in one batch (see :func:`.rans.decode_streams`): a whole prefix
-    costs about as many steps as its longest stream."""
+@dataclass(frozen=True)
+class PlainChunk:
+    """A decoded ``rans`` chunk: the plain layout's bytes but for the indices, which stay the
+    arrays the decoder made (packing them only to unpack them again was a sixth of the work)."""
+
+    contents: bytes  # child masks, then the store's fp16 arrays in file order
+    indices: np.ndarray | None  # the level's codebook indices (int64), if its store has any
+
+
+def decode_coded_chunks(chunks: Sequence[CodedChunk]) -> list[PlainChunk | AssetError]:
+    """Each chunk decoded, or the first error its streams give. All streams of all chunks are
+    decoded in one batch (see :func:`.rans.decode_streams`): a whole prefix costs about as many
+    steps as its longest stream."""
     decoded = iter(decode_streams([stream for chunk in chunks for stream in chunk.streams]))
-    results: list[bytes | AssetError] = []
+    results: list[PlainChunk | AssetError] = []
     for chunk in chunks:
-        masks = next(decoded)
-        parts = [masks if isinstance(masks, AssetError) else masks.astype(np.uint8).tobytes()]
-        for part in chunk.store:
-            if isinstance(part, memoryview):
-                parts.append(bytes(part))
-                continue
-            indices = next(decoded)
-            parts.append(
-                indices
-                if isinstance(indices, AssetError)
-                else pack_indices(indices, chunk.bitwidth)
-            )
-        errors = [part for part in parts if isinstance(part, AssetError)]
-        results.append(errors[0] if errors else b"".join(parts))  # type: ignore[arg-type]
+        symbols = [next(decoded) for _ in chunk.streams]
+        errors = [error for error in symbols if isinstance(error, AssetError)]
+        if errors:
+            results.append(errors[0])
+            continue
+        masks, *indices = [array for array in symbols if isinstance(array, np.ndarray)]
+        parts = [masks.astype(np.uint8).tobytes()]
+        parts += [bytes(part) for part in chunk.store if isinstance(part, memoryview)]
+        results.append(PlainChunk(b"".join(parts), indices[0] if indices else None))
     return results
 
 
