@@ -89,7 +89,8 @@ def parse_coded_chunk(
 @dataclass(frozen=True)
 class PlainChunk:
     """A decoded ``rans`` chunk: the plain layout's bytes but for the indices, which stay the
-    arrays the decoder made (packing them only to unpack them again was a sixth of the work)."""
+    arrays the decoder made (packing them only to unpack them again cost about as much as
+    parsing every stream of the chunk)."""
 
     contents: bytes  # child masks, then the store's fp16 arrays in file order
     indices: np.ndarray | None  # the level's codebook indices (int64), if its store has any
