@@ -456,20 +456,19 @@ class _LaneBatch:
         last = self.first_lanes + self.lane_counts - 1
         before = self.first_lanes - 1
         cursor = self.word_starts[:-1] - 1  # word before each stream's next one
-        slots = []
-        for step in range(max(self.lengths)):
+        slots = np.empty((max(self.lengths), x.size), dtype=np.int64)
+        for step, slot in enumerate(slots):
             frozen = self.freeze.get(step)
             if frozen is not None:
                 context[frozen], masks[frozen], shifts[frozen] = self.sink, 0, 0
             # a step of all lanes: the per-call overhead of numpy is what it costs
-            slot = x & masks
+            np.bitwise_and(x, masks, out=slot)
             slot += context
             if self.order1:
                 context = next_context[slot]
             x = x >> shifts
             x *= slot_freqs[slot]
             x += slot_biases[slot]
-            slots.append(slot)
             refill = x < state_low
             ranks = refill.cumsum()
             base = cursor - ranks[before]
@@ -479,7 +478,7 @@ class _LaneBatch:
             fresh |= words.take(position, mode="clip")
             np.copyto(x, fresh, where=refill)
             cursor = base + ranks[last]
-        return self._results(np.stack(slots), x, cursor + 1 - self.word_starts[:-1])
+        return self._results(slots, x, cursor + 1 - self.word_starts[:-1])
 
     def _results(
         self, slots: np.ndarray, x: np.ndarray, taken_words: np.ndarray
