@@ -8,9 +8,9 @@ run the checkpoint is exported twice, from the same weights:
 
 and each asset's *bytes* are decoded and scored on the dataset's test views (the torch
 renderer, as ``core train`` scores). Printed: total bytes and bytes to the coarsest level, PSNR
-per level before and after, the stored share of the raw bits of indices and octree masks, the
-decode speed of the coded index streams (indices/s; also on 2^20 indices drawn from the finest
-level's distribution, a level-8-sized stream) and of whole prefixes. A run trained with
+per level before and after, the stored share of the raw bits of indices and octree masks, and
+the decode speed of the *after* asset against its raw twin (``bench/codec_speed.py``'s figures:
+indices/s per level and of the whole asset, prefix reads). A run trained with
 ``--mlp-bits`` (quantisation-aware) shows the cost after the fine-tune; one trained without it
 shows plain post-training rounding. Figures only, nothing is asserted.
 """
@@ -18,19 +18,13 @@ shows plain post-training rounding. Figures only, nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from bench.codec_speed import decode_report, raw_twin
 from core.asset.vbnf import asset_info, encode_asset, read_asset
-from core.asset.vbnf.coded_chunk import MASK_BITS
-from core.asset.vbnf.rans import ByteReader, decode_symbols, encode_symbols, skip_symbols
-from core.asset.vbnf.reader import scan_asset
 from core.data.dataset import load_split
 from core.limits import DEFAULT_MLP_BITS
 from core.neural.checkpoint import load_checkpoint
@@ -38,45 +32,11 @@ from core.neural.evaluate import evaluate_levels
 from core.neural.field import RadianceField
 
 REPEATS = 5
-LARGE_STREAM = 1 << 20
-
-
-def best_seconds(work: Callable[[], object]) -> float:
-    """Fastest of :data:`REPEATS` runs: the machine is shared, the minimum is the signal."""
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def level_psnr(data: bytes, dataset: Path) -> list[float]:
     field = RadianceField.from_field_data(read_asset(data).field)
     return [score.psnr for score in evaluate_levels(field, load_split(dataset, "test"))]
-
-
-def finest_index_stream(data: bytes) -> tuple[bytes, int, int]:
-    """The coded index stream of the finest level, its symbol count and bit width."""
-    scan = scan_asset(data)
-    header, entry = scan.header, scan.header.chunks[-1]
-    reader = ByteReader(scan.chunks[-1], "finest chunk")
-    skip_symbols(reader, entry.structure_bytes, MASK_BITS)
-    reader.take(2 * (1 << header.bitwidth) * header.feature_dim)  # the fp16 codebook
-    return bytes(reader.data[reader.position :]), entry.corners, header.bitwidth
-
-
-def index_speed(stream: bytes, count: int, bits: int) -> float:
-    def decode() -> np.ndarray:
-        return decode_symbols(ByteReader(stream, "stream"), count, bits)
-
-    return count / best_seconds(decode)
-
-
-def prefix_seconds(data: bytes) -> list[float]:
-    """Seconds to decode the prefix up to each level (header, chunks, the octree)."""
-    ends = [level["cumulative_bytes"] for level in asset_info(data)["levels"]]
-    return [best_seconds(partial(read_asset, data[:end])) for end in ends]
 
 
 def coded_share(info: dict[str, Any], stored: str, raw: str) -> float:
@@ -119,20 +79,7 @@ def report(run_dir: Path, dataset: Path, mlp_bits: int) -> None:
         print(
             f"{after_info['min_level'] + level:>5}  {was:>11.3f}  {now:>10.3f}  {now - was:>+11.3f}"
         )
-    stream, count, bits = finest_index_stream(after)
-    speed = index_speed(stream, count, bits)
-    print(f"finest level's index stream: {count} indices, {speed / 1e6:.2f} M/s")
-    indices = decode_symbols(ByteReader(stream, "stream"), count, bits)
-    large = np.random.default_rng(0).choice(indices, size=LARGE_STREAM)
-    large_stream = encode_symbols(large, bits)
-    large_speed = index_speed(large_stream, LARGE_STREAM, bits)
-    print(
-        f"{LARGE_STREAM} indices drawn from it: {large_speed / 1e6:.2f} M/s, "
-        f"{len(large_stream) * 8 / (LARGE_STREAM * bits):.3f} of raw bits"
-    )
-    for name, data in (("before", before), ("after", after)):
-        seconds = ", ".join(f"{1e3 * s:.1f}" for s in prefix_seconds(data))
-        print(f"decode prefixes up to each level, {name}: {seconds} ms")
+    decode_report(after, raw_twin(after), REPEATS)
 
 
 def main() -> None:

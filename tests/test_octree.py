@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from core.asset import octree as octree_module
 from core.asset.octree import CORNER_OFFSETS, SparseOctree, locate, morton_encode
 from core.neural.render.accel import LevelIndex
 
@@ -39,6 +41,23 @@ def test_corners_are_shared_between_neighbouring_cells() -> None:
     np.testing.assert_array_equal(corners[cell_corners], expected)
     assert corners.shape[0] < 8 * octree.cells[level].shape[0]
     assert len(np.unique(morton_encode(corners))) == corners.shape[0]
+
+
+@pytest.mark.parametrize("dense_factor", [0, 4, 1 << 40])  # always sorted, as used, always dense
+def test_corner_tables_are_the_same_on_either_path(
+    dense_factor: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dense-grid and the sorting ways to find a level's corners agree exactly with the
+    definition: distinct corners in increasing Morton order, each cell's corners among them."""
+    monkeypatch.setattr(octree_module, "DENSE_GRID_ENTRIES_PER_CORNER", dense_factor)
+    octree = SparseOctree(random_octree(max_level=6, seed=3).cells)  # no tables built yet
+    for level in range(octree.max_level + 1):
+        corners, cell_corners = octree.corners(level), octree.cell_corners(level)
+        references = (octree.cells[level][:, None, :] + CORNER_OFFSETS[None]).reshape(-1, 3)
+        codes = np.unique(morton_encode(references))
+        np.testing.assert_array_equal(morton_encode(corners), codes)
+        np.testing.assert_array_equal(corners[cell_corners].reshape(-1, 3), references)
+        assert corners.dtype == cell_corners.dtype == np.int64
 
 
 def test_numpy_and_torch_lookups_agree() -> None:

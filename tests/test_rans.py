@@ -12,8 +12,11 @@ from core.asset.vbnf.rans import (
     MODEL_RAW,
     SYMBOLS_PER_LANE,
     ByteReader,
+    ParsedStream,
+    decode_streams,
     decode_symbols,
     encode_symbols,
+    parse_stream,
     quantize_counts,
     skip_symbols,
 )
@@ -106,3 +109,63 @@ def test_damaged_streams_are_asset_errors() -> None:
         with pytest.raises(AssetError):
             decode_symbols(ByteReader(coded[:size], "short"), symbols.size, 4)
     assert refused > 250  # the lanes' final states catch nearly every flip
+
+
+def mixed_streams() -> list[tuple[np.ndarray, int, bytes]]:
+    """Streams of every kind a chunk batch meets: order 0, order 1 and raw, one lane or many,
+    short last lanes, different alphabets and precisions."""
+    rng = np.random.default_rng(6)
+    markov = np.cumsum(rng.integers(0, 2, size=4000)) % 16  # order 1 wins
+    cases = [
+        (skewed(1, 4, seed=7), 4),
+        (skewed(25, 8, seed=8, concentration=0.05), 8),
+        (skewed(SYMBOLS_PER_LANE * 3 + 17, 4, seed=9), 4),
+        (markov, 4),
+        (rng.integers(0, 256, size=600), 8),  # uniform: raw
+        (np.full(700, 3), 2),  # one symbol: no words at all
+        (skewed(5 * SYMBOLS_PER_LANE, 3, seed=10), 3),
+    ]
+    return [(symbols, bits, encode_symbols(symbols, bits)) for symbols, bits in cases]
+
+
+def parsed(coded: bytes, count: int, bits: int) -> ParsedStream:
+    return parse_stream(ByteReader(coded, f"stream of {count}"), count, bits)
+
+
+def test_streams_decoded_together_are_decoded_exactly() -> None:
+    streams = mixed_streams()
+    assert {coded[0] for _, _, coded in streams} == {MODEL_ORDER0, MODEL_ORDER1, MODEL_RAW}
+    batch = decode_streams([parsed(coded, symbols.size, bits) for symbols, bits, coded in streams])
+    for (symbols, _, _), decoded in zip(streams, batch, strict=True):
+        assert isinstance(decoded, np.ndarray)
+        np.testing.assert_array_equal(decoded, symbols)
+
+
+def test_a_damaged_stream_fails_alone_in_a_batch() -> None:
+    """A flip that makes one stream fail on its own gives that stream's error in a batch, and
+    leaves every other stream of the batch exact, whatever its words are read into."""
+    streams = mixed_streams()
+    rng = np.random.default_rng(11)
+    failures = 0
+    for target in (2, 3, 6):
+        symbols, bits, coded = streams[target]
+        for _ in range(40):
+            data = bytearray(coded)
+            data[int(rng.integers(len(data) // 2, len(data)))] ^= int(rng.integers(1, 256))
+            try:
+                damaged = parsed(bytes(data), symbols.size, bits)
+                decode_symbols(ByteReader(bytes(data), "alone"), symbols.size, bits)
+            except AssetError:
+                pass
+            else:
+                continue  # the flip missed, or it fails already while parsing
+            failures += 1
+            batch = [parsed(c, s.size, b) for s, b, c in streams]
+            batch[target] = damaged
+            for index, decoded in enumerate(decode_streams(batch)):
+                if index == target:
+                    assert isinstance(decoded, AssetError)
+                    assert str(decoded).startswith(f"stream of {symbols.size}")
+                else:
+                    np.testing.assert_array_equal(decoded, streams[index][0])
+    assert failures > 60

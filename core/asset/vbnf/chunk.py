@@ -94,23 +94,32 @@ def decode_store(
     kind: StoreKind,
     arrays: list[StoreArray],
     bitwidth: int,
+    indices: np.ndarray | None = None,
 ) -> LevelData:
     """Read a level's store from ``chunk`` (positioned after the structure) straight into its
-    decoded arrays: fp16 goes to float32 piece by piece, so the level is never held twice."""
+    decoded arrays: fp16 goes to float32 piece by piece, so the level is never held twice.
+    ``indices``: the codebook indices already decoded (by the ``rans`` codec), which ``chunk``
+    then does not hold."""
     values: dict[str, np.ndarray] = {}
     for spec in arrays:
-        if spec.role == "index":
+        if spec.role == "index" and indices is not None:
+            values[spec.name] = indices
+        elif spec.role == "index":
             packed = np.empty(spec.bytes, dtype=np.uint8)
             chunk.readinto(packed.data)
             values[spec.name] = unpack_indices(packed.data, spec.shape[0], bitwidth)
-            continue
-        decoded = np.empty(spec.shape, dtype=np.float32)
-        flat = decoded.reshape(-1)
-        for start in range(0, flat.size, FP16_PIECE_VALUES):
-            half = np.empty(min(FP16_PIECE_VALUES, flat.size - start), dtype=FP16)
-            chunk.readinto(half.data)
-            if not np.isfinite(half).all():
-                raise AssetError(f"level {level} {spec.name} holds non-finite fp16 values")
-            flat[start : start + half.size] = half
-        values[spec.name] = decoded
+        else:
+            values[spec.name] = _read_fp16(chunk, level, spec)
     return LevelData(level, kind, **values)
+
+
+def _read_fp16(chunk: ChunkReader, level: int, spec: StoreArray) -> np.ndarray:
+    decoded = np.empty(spec.shape, dtype=np.float32)
+    flat = decoded.reshape(-1)
+    for start in range(0, flat.size, FP16_PIECE_VALUES):
+        half = np.empty(min(FP16_PIECE_VALUES, flat.size - start), dtype=FP16)
+        chunk.readinto(half.data)
+        if not np.isfinite(half).all():
+            raise AssetError(f"level {level} {spec.name} holds non-finite fp16 values")
+        flat[start : start + half.size] = half
+    return decoded

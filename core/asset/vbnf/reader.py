@@ -26,7 +26,7 @@ from ..octree import SparseOctree
 from . import budget
 from .chunk import decode_store, decode_structure
 from .codecs import ChunkReader
-from .coded_chunk import decode_coded_chunk
+from .coded_chunk import CodedChunk, PlainChunk, decode_coded_chunks, parse_coded_chunk
 from .header import AssetHeader, LevelLayout, header_size, unpack_header
 from .spec import PREFIX
 
@@ -277,15 +277,18 @@ def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> Field
     masks_per_level: list[np.ndarray] = []
     levels: list[LevelData] = []
     octree: SparseOctree | None = None
-    for entry, stored in zip(header.chunks, chunks, strict=False):
+    coded = _coded_contents(header, chunks)
+    # zip stops at a chunk that failed to parse: its error is raised there
+    for entry, stored, plain in zip(header.chunks, chunks, coded, strict=False):
         what = f"level {entry.level} chunk"
-        if entry.codec == "rans":  # rANS symbols back to the plain layout, which is then read
-            plain = decode_coded_chunk(
-                stored, entry.structure_bytes, header.store_arrays(entry), header.bitwidth, what
-            )
-            chunk = ChunkReader(plain, "none", header.raw_bytes(entry), what)
-        else:
+        if isinstance(plain, AssetError):
+            raise plain
+        if plain is None:
             chunk = ChunkReader(stored, entry.codec, header.raw_bytes(entry), what)
+            indices = None
+        else:  # rANS symbols back in the plain layout (less the indices), then read as any
+            chunk = ChunkReader(plain.contents, "none", len(plain.contents), what)
+            indices = plain.indices
         structure = bytearray(entry.structure_bytes)
         chunk.readinto(memoryview(structure))
         masks_per_level = decode_structure(
@@ -298,7 +301,9 @@ def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> Field
                 f"the chunk table says {entry.corners}"
             )
         arrays = header.store_arrays(entry)
-        levels.append(decode_store(chunk, entry.level, header.store, arrays, header.bitwidth))
+        levels.append(
+            decode_store(chunk, entry.level, header.store, arrays, header.bitwidth, indices)
+        )
         chunk.finish()
     assert octree is not None, "read_asset decodes only sources with a complete level"
     return FieldData(
@@ -312,6 +317,36 @@ def _decode_field(header: AssetHeader, chunks: list[bytes | bytearray]) -> Field
         bitwidth=header.bitwidth,
         rank=header.rank,
     )
+
+
+def _coded_contents(
+    header: AssetHeader, chunks: list[bytes | bytearray]
+) -> list[PlainChunk | AssetError | None]:
+    """Per chunk, the plain contents of a ``rans`` chunk (None for the other codecs), all
+    decoded in one batch. A chunk that fails to parse ends the list with its error, raised
+    when reading reaches it (after any error of a coarser level, as if each level were
+    decoded in turn); finer chunks are not looked at."""
+    contents: list[PlainChunk | AssetError | None] = []
+    parsed: list[CodedChunk] = []
+    positions: list[int] = []
+    for entry, stored in zip(header.chunks, chunks, strict=False):
+        if entry.codec != "rans":
+            contents.append(None)
+            continue
+        what = f"level {entry.level} chunk"
+        arrays = header.store_arrays(entry)
+        try:
+            parsed.append(
+                parse_coded_chunk(stored, entry.structure_bytes, arrays, header.bitwidth, what)
+            )
+        except AssetError as error:
+            contents.append(error)
+            break
+        positions.append(len(contents))
+        contents.append(None)
+    for position, plain in zip(positions, decode_coded_chunks(parsed), strict=True):
+        contents[position] = plain
+    return contents
 
 
 def _level_span(levels: list[int]) -> str:
