@@ -33,10 +33,11 @@ from .cell_grid import CellGrid, lookup_cells
 from .field_data import FieldData, encode_view_directions
 
 AVERAGING_DIRECTION_COUNT = 32
-DEFAULT_BATCH_POINTS = 1 << 12
-# Points whose corner features are gathered at once: [n, 8 levels, k] floats that fit L2.
-GATHER_BLOCK_POINTS = 1 << 10
-# Rows of the hidden layer shifted per direction at once: with their clipped copy they fit L2.
+DEFAULT_BATCH_POINTS = 1 << 13
+# Points whose corner features are gathered at once: [n, 8 levels, k] floats, about an L2
+# cache (1.3 MB at 5 levels, k = 16), read back by the blend before they leave it.
+GATHER_BLOCK_POINTS = 1 << 9
+# Rows of the hidden layer shifted per direction at once: with their clipped copy, 1 MB.
 SHIFT_BLOCK_ROWS = 1 << 10
 
 AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT, hemisphere=False)
@@ -126,13 +127,44 @@ class _CornerTable:
         )
 
 
+@dataclass(frozen=True)
+class _Workspace:
+    """Buffers that every batch of one query reuses. Multi-megabyte temporaries allocated
+    afresh per batch went back to the system and returned as new pages, each zeroed by the
+    kernel on first touch: 13 % of the decoder's time was page faults."""
+
+    corners: np.ndarray  # [gather block, 8 levels, k] gathered corner features
+    hidden: np.ndarray  # [batch, H] the hidden layer before its ReLU
+    clipped: np.ndarray  # [shift block, H] a block of it shifted by one direction
+    raw: np.ndarray  # [views, batch, 4] the output layer, before its activations
+    density: np.ndarray  # [views, batch]
+    rgb: np.ndarray  # [3, views, batch]
+
+    @classmethod
+    def of(
+        cls, field: FieldData, points: int, batch_size: int, level: int, views: int
+    ) -> _Workspace:
+        batch = max(1, min(points, batch_size))
+        corners = 8 * (level - field.min_level + 1)
+        hidden = field.mlp.hidden_bias.shape[0]
+        return cls(
+            np.empty((min(batch, GATHER_BLOCK_POINTS), corners, field.feature_dim), np.float32),
+            np.empty((batch, hidden), dtype=np.float32),
+            np.empty((min(batch, SHIFT_BLOCK_ROWS), hidden), dtype=np.float32),
+            np.empty((views, batch, 4), dtype=np.float32),
+            np.empty((views, batch), dtype=np.float32),
+            np.empty((3, views, batch), dtype=np.float32),
+        )
+
+
 class NumpyField:
     """Vectorised, batched evaluation of one field; the joint corner table and the MLP weights
     are prepared once, so repeated queries only pay for the points.
 
-    Arrays run along the points ([3, N] positions, [L * 8, N] weights): numpy costs about a
-    microsecond per call plus per row, so rows of 3 or 8 values would cost more than the
-    arithmetic. Batches of :data:`DEFAULT_BATCH_POINTS` keep the [N, H] hidden layer in cache.
+    Arrays run along the points ([3, N] positions, [L, 2, 3, N] weights): numpy costs about a
+    microsecond per call and more per short row, so rows of 3 or 8 values would cost more than
+    the arithmetic. Batches of :data:`DEFAULT_BATCH_POINTS` amortise the calls; the gather and
+    the per-direction work run in blocks that stay in cache.
     """
 
     def __init__(self, field: FieldData) -> None:
@@ -171,8 +203,8 @@ class NumpyField:
 
         ``directions`` are the view directions [N, 3] or one shared [3] (normalised here); the
         default averages over :data:`AVERAGING_DIRECTIONS`. ``batch_size`` bounds memory: about
-        ``batch_size * (levels * 8 * feature_dim + 2 * hidden width + 48 * directions) * 4``
-        bytes of temporaries.
+        ``batch_size * (hidden width + 8 * directions + 25 * levels) * 4`` bytes of temporaries
+        (directions: 1 given, 32 averaged), 2 KiB a point at the defaults.
         """
         self._check_level(level)
         points = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
@@ -180,18 +212,20 @@ class NumpyField:
             directions = np.broadcast_to(np.asarray(directions, dtype=np.float64), points.shape)
         density = np.empty(points.shape[0], dtype=np.float32)
         rgb = np.empty((points.shape[0], 3), dtype=np.float32)
+        views = len(AVERAGING_DIRECTIONS) if directions is None else 1
+        workspace = _Workspace.of(self.field, points.shape[0], batch_size, level, views)
         for start in range(0, points.shape[0], batch_size):
             batch = slice(start, start + batch_size)
-            features, occupied = self._features(points[batch], level)
+            features, occupied = self._features(points[batch], level, workspace)
             if directions is None:
-                hidden_input = self._hidden_input(features, None)
+                hidden_input = self._hidden_input(features, None, workspace)
                 shifts = self._averaging_shifts
             else:
                 columns = np.ascontiguousarray(directions[batch].T)  # [3, N]
                 unit_directions = (columns / np.linalg.norm(columns, axis=0)).T
-                hidden_input = self._hidden_input(features, unit_directions)
+                hidden_input = self._hidden_input(features, unit_directions, workspace)
                 shifts = self._no_shift
-            view_density, view_rgb = self._decode(hidden_input, shifts, occupied)
+            view_density, view_rgb = self._decode(hidden_input, shifts, occupied, workspace)
             density[batch] = view_density.mean(axis=0)
             rgb[batch] = view_rgb.mean(axis=1).T
         return density, rgb
@@ -211,12 +245,12 @@ class NumpyField:
         shifts = self._view_shifts(np.asarray(directions, dtype=np.float64).reshape(-1, 3))
         density = np.empty((shifts.shape[0], points.shape[0]), dtype=np.float32)
         rgb = np.empty((shifts.shape[0], points.shape[0], 3), dtype=np.float32)
+        workspace = _Workspace.of(self.field, points.shape[0], batch_size, level, len(shifts))
         for start in range(0, points.shape[0], batch_size):
             batch = slice(start, start + batch_size)
-            features, occupied = self._features(points[batch], level)
-            view_density, view_rgb = self._decode(
-                self._hidden_input(features, None), shifts, occupied
-            )
+            features, occupied = self._features(points[batch], level, workspace)
+            hidden_input = self._hidden_input(features, None, workspace)
+            view_density, view_rgb = self._decode(hidden_input, shifts, occupied, workspace)
             density[:, batch] = view_density
             for channel, plane in enumerate(view_rgb):  # [V, N] planes: long loops
                 rgb[:, batch, channel] = plane
@@ -234,42 +268,52 @@ class NumpyField:
         k = self.field.feature_dim
         return encode_view_directions(unit_directions) @ self._hidden_weight[k + 1 :]
 
-    def _hidden_input(self, features: np.ndarray, unit_directions: np.ndarray | None) -> np.ndarray:
+    def _hidden_input(
+        self, features: np.ndarray, unit_directions: np.ndarray | None, workspace: _Workspace
+    ) -> np.ndarray:
         """The hidden layer before its ReLU, [N, H], with the view term of ``unit_directions``
         [N, 3] or, without them, none (the caller shifts it per direction)."""
         parts = [features.T, np.ones((1, features.shape[0]), dtype=np.float32)]
         if unit_directions is not None:
             parts.append(encode_view_directions(unit_directions).T)
         inputs = np.concatenate(parts)  # [k + 1 (+ 27), N]
-        return inputs.T @ self._hidden_weight[: inputs.shape[0]]
+        hidden = workspace.hidden[: features.shape[0]]
+        return np.matmul(inputs.T, self._hidden_weight[: inputs.shape[0]], out=hidden)
 
     def _decode(
-        self, hidden_input: np.ndarray, shifts: np.ndarray, occupied: np.ndarray
+        self,
+        hidden_input: np.ndarray,
+        shifts: np.ndarray,
+        occupied: np.ndarray,
+        workspace: _Workspace,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Density [V, N] and RGB [3, V, N] of the hidden layer shifted by each of ``shifts``
         [V, H] (a direction's view term). relu(h + s) = max(h, -s) + s exactly, so a shift
         costs one pass over [N, H], and the output layer's ``W_o s`` is one small product."""
         count = hidden_input.shape[0]
-        raw = np.empty((shifts.shape[0], count, 4), dtype=np.float32)
-        clipped = np.empty((min(count, SHIFT_BLOCK_ROWS), hidden_input.shape[1]), dtype=np.float32)
+        raw = workspace.raw[:, :count]
         for start in range(0, count, SHIFT_BLOCK_ROWS):
             block = hidden_input[start : start + SHIFT_BLOCK_ROWS]
-            block_clipped = clipped[: block.shape[0]]
+            clipped = workspace.clipped[: block.shape[0]]
             for negated, out in zip(-shifts, raw[:, start : start + SHIFT_BLOCK_ROWS], strict=True):
-                np.maximum(block, negated, out=block_clipped)
-                np.matmul(block_clipped, self._output_weight, out=out)
+                np.maximum(block, negated, out=clipped)
+                np.matmul(clipped, self._output_weight, out=out)
         constant = shifts @ self._output_weight + self._output_bias  # [V, 4]
         # channel by channel: the [V, N] planes are long loops, [V, N, 3] blocks are not
-        density = np.maximum(raw[..., 0] + constant[:, :1], 0.0)
+        density = np.add(raw[..., 0], constant[:, :1], out=workspace.density[:, :count])
+        np.maximum(density, np.float32(0.0), out=density)
         density[:, ~occupied] = 0.0
-        rgb = np.empty((3, *raw.shape[:2]), dtype=np.float32)
+        rgb = workspace.rgb[:, :, :count]
         for channel, plane in enumerate(rgb, start=1):
-            np.tanh(raw[..., channel] + constant[:, channel : channel + 1], out=plane)
-        rgb *= 0.5
-        rgb += 0.5
+            np.add(raw[..., channel], constant[:, channel : channel + 1], out=plane)
+        np.tanh(rgb, out=rgb)
+        rgb *= np.float32(0.5)
+        rgb += np.float32(0.5)
         return density, rgb
 
-    def _features(self, points_world: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+    def _features(
+        self, points_world: np.ndarray, level: int, workspace: _Workspace
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Summed trilinear corner features [N, k] of levels ``min_level..level`` and whether
         each point lies in an occupied cell of the coarsest level.
 
@@ -311,6 +355,8 @@ class NumpyField:
         blended = np.empty((count, 1, field.feature_dim), dtype=np.float32)
         for start in range(0, count, GATHER_BLOCK_POINTS):
             block = slice(start, start + GATHER_BLOCK_POINTS)
-            corner_features = np.take(corners.table, rows[block, 0], axis=0)  # [n, 8 L, k]
+            block_rows = rows[block, 0]
+            corner_features = workspace.corners[: block_rows.shape[0]]  # [n, 8 L, k]
+            np.take(corners.table, block_rows, axis=0, out=corner_features, mode="clip")
             np.matmul(weights[block], corner_features, out=blended[block])
         return blended[:, 0], occupied
