@@ -37,7 +37,8 @@ DEFAULT_BATCH_POINTS = 1 << 13
 # Points whose corner features are gathered at once: [n, 8 levels, k] floats, about an L2
 # cache (1.3 MB at 5 levels, k = 16), read back by the blend before they leave it.
 GATHER_BLOCK_POINTS = 1 << 9
-# Rows of the hidden layer shifted per direction at once: with their clipped copy, 1 MB.
+# Rows of the hidden layer computed and shifted per direction at once: with their clipped
+# copy, 1 MB.
 SHIFT_BLOCK_ROWS = 1 << 10
 
 AVERAGING_DIRECTIONS = fibonacci_directions(AVERAGING_DIRECTION_COUNT, hemisphere=False)
@@ -134,8 +135,8 @@ class _Workspace:
     kernel on first touch: 13 % of the decoder's time was page faults."""
 
     corners: np.ndarray  # [gather block, 8 levels, k] gathered corner features
-    hidden: np.ndarray  # [batch, H] the hidden layer before its ReLU
-    clipped: np.ndarray  # [shift block, H] a block of it shifted by one direction
+    hidden: np.ndarray  # [shift block, H] a block of the hidden layer before its ReLU
+    clipped: np.ndarray  # [shift block, H] that block shifted by one direction
     raw: np.ndarray  # [views, batch, 4] the output layer, before its activations
     density: np.ndarray  # [views, batch]
     rgb: np.ndarray  # [3, views, batch]
@@ -149,7 +150,7 @@ class _Workspace:
         hidden = field.mlp.hidden_bias.shape[0]
         return cls(
             np.empty((min(batch, GATHER_BLOCK_POINTS), corners, field.feature_dim), np.float32),
-            np.empty((batch, hidden), dtype=np.float32),
+            np.empty((min(batch, SHIFT_BLOCK_ROWS), hidden), dtype=np.float32),
             np.empty((min(batch, SHIFT_BLOCK_ROWS), hidden), dtype=np.float32),
             np.empty((views, batch, 4), dtype=np.float32),
             np.empty((views, batch), dtype=np.float32),
@@ -218,14 +219,14 @@ class NumpyField:
             batch = slice(start, start + batch_size)
             features, occupied = self._features(points[batch], level, workspace)
             if directions is None:
-                hidden_input = self._hidden_input(features, None, workspace)
+                inputs = self._mlp_inputs(features, None)
                 shifts = self._averaging_shifts
             else:
                 columns = np.ascontiguousarray(directions[batch].T)  # [3, N]
                 unit_directions = (columns / np.linalg.norm(columns, axis=0)).T
-                hidden_input = self._hidden_input(features, unit_directions, workspace)
+                inputs = self._mlp_inputs(features, unit_directions)
                 shifts = self._no_shift
-            view_density, view_rgb = self._decode(hidden_input, shifts, occupied, workspace)
+            view_density, view_rgb = self._decode(inputs, shifts, occupied, workspace)
             density[batch] = view_density.mean(axis=0)
             rgb[batch] = view_rgb.mean(axis=1).T
         return density, rgb
@@ -249,8 +250,8 @@ class NumpyField:
         for start in range(0, points.shape[0], batch_size):
             batch = slice(start, start + batch_size)
             features, occupied = self._features(points[batch], level, workspace)
-            hidden_input = self._hidden_input(features, None, workspace)
-            view_density, view_rgb = self._decode(hidden_input, shifts, occupied, workspace)
+            inputs = self._mlp_inputs(features, None)
+            view_density, view_rgb = self._decode(inputs, shifts, occupied, workspace)
             density[:, batch] = view_density
             for channel, plane in enumerate(view_rgb):  # [V, N] planes: long loops
                 rgb[:, batch, channel] = plane
@@ -268,35 +269,37 @@ class NumpyField:
         k = self.field.feature_dim
         return encode_view_directions(unit_directions) @ self._hidden_weight[k + 1 :]
 
-    def _hidden_input(
-        self, features: np.ndarray, unit_directions: np.ndarray | None, workspace: _Workspace
-    ) -> np.ndarray:
-        """The hidden layer before its ReLU, [N, H], with the view term of ``unit_directions``
-        [N, 3] or, without them, none (the caller shifts it per direction)."""
+    def _mlp_inputs(self, features: np.ndarray, unit_directions: np.ndarray | None) -> np.ndarray:
+        """The hidden layer's inputs as columns [k + 1 (+ 27), N]: the features, a 1 for the
+        bias and the encoding of ``unit_directions`` [N, 3]; without them the caller shifts the
+        hidden layer per direction."""
         parts = [features.T, np.ones((1, features.shape[0]), dtype=np.float32)]
         if unit_directions is not None:
             parts.append(encode_view_directions(unit_directions).T)
-        inputs = np.concatenate(parts)  # [k + 1 (+ 27), N]
-        hidden = workspace.hidden[: features.shape[0]]
-        return np.matmul(inputs.T, self._hidden_weight[: inputs.shape[0]], out=hidden)
+        return np.concatenate(parts)
 
     def _decode(
         self,
-        hidden_input: np.ndarray,
+        inputs: np.ndarray,
         shifts: np.ndarray,
         occupied: np.ndarray,
         workspace: _Workspace,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Density [V, N] and RGB [3, V, N] of the hidden layer shifted by each of ``shifts``
-        [V, H] (a direction's view term). relu(h + s) = max(h, -s) + s exactly, so a shift
-        costs one pass over [N, H], and the output layer's ``W_o s`` is one small product."""
-        count = hidden_input.shape[0]
+        """Density [V, N] and RGB [3, V, N] from the hidden layer of ``inputs`` [K, N] shifted
+        by each of ``shifts`` [V, H] (a direction's view term). relu(h + s) = max(h, -s) + s
+        exactly, so a shift costs one pass over [N, H], and the output layer's ``W_o s`` is one
+        small product. Block by block, so that the hidden layer is read while in cache."""
+        hidden_weight = self._hidden_weight[: inputs.shape[0]]
+        count = inputs.shape[1]
         raw = workspace.raw[:, :count]
         for start in range(0, count, SHIFT_BLOCK_ROWS):
-            block = hidden_input[start : start + SHIFT_BLOCK_ROWS]
-            clipped = workspace.clipped[: block.shape[0]]
-            for negated, out in zip(-shifts, raw[:, start : start + SHIFT_BLOCK_ROWS], strict=True):
-                np.maximum(block, negated, out=clipped)
+            block = slice(start, start + SHIFT_BLOCK_ROWS)
+            block_inputs = inputs[:, block].T
+            hidden = workspace.hidden[: block_inputs.shape[0]]
+            np.matmul(block_inputs, hidden_weight, out=hidden)
+            clipped = workspace.clipped[: block_inputs.shape[0]]
+            for negated, out in zip(-shifts, raw[:, block], strict=True):
+                np.maximum(hidden, negated, out=clipped)
                 np.matmul(clipped, self._output_weight, out=out)
         constant = shifts @ self._output_weight + self._output_bias  # [V, 4]
         # channel by channel: the [V, N] planes are long loops, [V, N, 3] blocks are not
