@@ -26,7 +26,7 @@ STORE_KINDS: tuple[StoreKind, ...] = ("dense", "codebook", "lowrank", "hashed")
 
 VIEW_FREQUENCIES = 4  # view direction encoding: identity + sin/cos at 2^0..2^3
 VIEW_ENCODING_DIM = 3 + 6 * VIEW_FREQUENCIES  # 27 values
-VIEW_SCALES = np.float32(2.0) ** np.arange(VIEW_FREQUENCIES, dtype=np.float32)
+VIEW_SCALES = np.float32(2.0) ** np.arange(VIEW_FREQUENCIES, dtype=np.float32)  # 2^0..2^3
 HASH_PRIMES = (1, 2654435761, 805459861)  # instant-ngp's spatial hash primes
 
 

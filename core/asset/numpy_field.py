@@ -33,6 +33,7 @@ from .cell_grid import CellGrid, lookup_cells
 from .field_data import FieldData, encode_view_directions
 
 AVERAGING_DIRECTION_COUNT = 32
+# Points per batch: a batch costs a few hundred numpy calls, so it must be long enough to hide them.
 DEFAULT_BATCH_POINTS = 1 << 13
 # Points whose corner features are gathered at once: [n, 8 levels, k] floats, about an L2
 # cache (1.3 MB at 5 levels, k = 16), read back by the blend before they leave it.
@@ -345,7 +346,8 @@ class NumpyField:
         weights = np.empty((count, len(levels), 4, 2), dtype=np.float32)
         xy = (x[:, :, None] * y[:, None]).reshape(-1, 4, 1, count)
         np.multiply(xy, z[:, None], out=weights.transpose(1, 2, 3, 0))
-        # cell of each level (0: none; clipped coordinates outside the cube find none)
+        # cell of each level, 0 where there is none or the point lies outside the cube (whose
+        # clipped coordinates would find an edge cell)
         cells = np.empty((len(levels), count), dtype=np.int64)
         grids = corners.grids[: len(levels)]
         for grid, shift, level_cells in zip(grids, shifts, cells, strict=True):
@@ -360,6 +362,7 @@ class NumpyField:
             block = slice(start, start + GATHER_BLOCK_POINTS)
             block_rows = rows[block, 0]
             corner_features = workspace.corners[: block_rows.shape[0]]  # [n, 8 L, k]
+            # rows are valid by construction; "clip" only lets take write into ``out`` unbuffered
             np.take(corners.table, block_rows, axis=0, out=corner_features, mode="clip")
             np.matmul(weights[block], corner_features, out=blended[block])
         return blended[:, 0], occupied
