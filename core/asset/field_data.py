@@ -26,6 +26,7 @@ STORE_KINDS: tuple[StoreKind, ...] = ("dense", "codebook", "lowrank", "hashed")
 
 VIEW_FREQUENCIES = 4  # view direction encoding: identity + sin/cos at 2^0..2^3
 VIEW_ENCODING_DIM = 3 + 6 * VIEW_FREQUENCIES  # 27 values
+VIEW_SCALES = np.float32(2.0) ** np.arange(VIEW_FREQUENCIES, dtype=np.float32)  # 2^0..2^3
 HASH_PRIMES = (1, 2654435761, 805459861)  # instant-ngp's spatial hash primes
 
 
@@ -40,13 +41,16 @@ def hashed_indices(corners: np.ndarray, bitwidth: int) -> np.ndarray:
 
 def encode_view_directions(directions: np.ndarray) -> np.ndarray:
     """Positional encoding of unit view directions [N, 3] -> [N, 27] (no pi factor, as the
-    reference implementation): the direction, then sin and cos of it at each frequency."""
-    directions = np.asarray(directions, dtype=np.float32)
-    parts = [directions]
-    for frequency in range(VIEW_FREQUENCIES):
-        scaled = directions * np.float32(2.0**frequency)
-        parts += [np.sin(scaled), np.cos(scaled)]
-    return np.concatenate(parts, axis=-1)
+    reference implementation): the direction, then sin and cos of it at each frequency.
+
+    Computed as [27, N] and returned as its transpose: numpy is slow along rows of 3 values."""
+    columns = np.asarray(directions, dtype=np.float32).reshape(-1, 3).T
+    encoded = np.empty((1 + 2 * VIEW_FREQUENCIES, *columns.shape), dtype=np.float32)
+    encoded[0] = columns
+    scaled = VIEW_SCALES[:, None, None] * encoded[0]  # [frequencies, 3, N]
+    np.sin(scaled, out=encoded[1::2])
+    np.cos(scaled, out=encoded[2::2])
+    return encoded.reshape(VIEW_ENCODING_DIM, -1).T
 
 
 @dataclass
