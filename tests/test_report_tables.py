@@ -74,8 +74,8 @@ def test_index_share_sums_over_scenes_and_methods(rows: list[Any]) -> None:
 
 def test_comparisons_give_the_gaps_to_the_grid_and_to_kmvq(rows: list[Any]) -> None:
     below, above = comparisons(rows)
-    assert below.startswith("vqad4 is +1.00 dB below the uncompressed grid at 10.0x")
-    assert above.startswith("vqad4 is +2.00 dB above kmvq4 at equal raw bytes (10.0 kB)")
+    assert below.startswith("vqad4 is 1.00 dB below the uncompressed grid at 10.0x")
+    assert above.startswith("vqad4 is 2.00 dB above kmVQ (4 bw) at equal raw bytes (10.0 kB)")
 
 
 def test_markdown_report_holds_the_coding_sections(rows: list[Any]) -> None:

@@ -216,15 +216,15 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
     for row in _ordered(rows, ("vqad",)):
         if reference is not None:
             lines.append(
-                f"{row.label} is {reference.psnr - row.psnr:+.2f} dB below the uncompressed grid "
+                f"{row.label} is {reference.psnr - row.psnr:.2f} dB below the uncompressed grid "
                 f"at {reference.file_bytes / row.file_bytes:.1f}x fewer file bytes "
                 f"({reference.paper_bytes / row.paper_bytes:.1f}x in paper bytes)."
             )
         kmvq = by_key.get(f"kmvq{row.parameter}")
         if kmvq is not None:
             lines.append(
-                f"{row.label} is {row.psnr - kmvq.psnr:+.2f} dB above {kmvq.label} at equal raw "
-                f"bytes ({kilobytes(row.raw_file_bytes)}); coded, VQ-AD takes "
+                f"{row.label} is {row.psnr - kmvq.psnr:.2f} dB above kmVQ ({kmvq.parameter} bw) "
+                f"at equal raw bytes ({kilobytes(row.raw_file_bytes)}); coded, VQ-AD takes "
                 f"{kilobytes(row.file_bytes)} and kmVQ {kilobytes(kmvq.file_bytes)}."
             )
     return lines
