@@ -27,11 +27,12 @@ from vbnf_blender.capture import CaptureSettings, capture_dataset  # noqa: E402
 from vbnf_blender.engine import atomic_write_bytes  # noqa: E402
 from vbnf_blender.scenes import SCENES, build_scene  # noqa: E402
 
-# Sized for a contended 2-core CPU, where a training step of 512 rays takes 0.5-3 s: 32 px
-# images and levels 3..5 (32 finest cells across, a cell per pixel) keep the suite under an hour.
-DEFAULT_CAPTURE = CaptureSettings(train_views=40, test_views=8, resolution_px=32, samples=16)
-DEFAULT_REPORT_ARGS = ["--epochs", "3", "--min-level", "3", "--max-level", "5"]
-DEFAULT_REPORT_ARGS += ["--batch-rays", "512"]
+# Sized for one contended core of a 2-core CPU, where a training step of 1024 rays at levels
+# 3..7 takes about 0.3 s: 64 px images (level 6 is a cell per pixel, level 7 half a pixel) and
+# 6 epochs of 60 views keep the five-method suite near an hour (docs/evaluation.md).
+DEFAULT_CAPTURE = CaptureSettings(train_views=60, test_views=8, resolution_px=64, samples=16)
+DEFAULT_REPORT_ARGS = ["--epochs", "6", "--min-level", "3", "--max-level", "7"]
+DEFAULT_REPORT_ARGS += ["--batch-rays", "1024"]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -23,6 +23,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..data.dataset import load_split, read_rgba_png
 from ..errors import VbnfError
+from ..limits import DEFAULT_INDEX_RATE, DEFAULT_MLP_BITS
 from ..metrics import over_white, premultiply
 from ..neural.evaluate import constant_colour_psnr
 from ..report.plots import SheetBlock, contact_sheet, rate_distortion_plot
@@ -65,6 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-rays", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mlp-bits",
+        type=int,
+        default=DEFAULT_MLP_BITS,
+        help="bits per MLP weight in the coded assets, trained for at the end (default "
+        "%(default)s); the raw assets keep fp16",
+    )
+    parser.add_argument(
+        "--index-rate",
+        type=float,
+        default=DEFAULT_INDEX_RATE,
+        help="weight of the indices' expected bits in VQ-AD's loss (default %(default)s)",
+    )
 
 
 def resolve(args: argparse.Namespace) -> tuple[RunSettings, list[Method]]:
@@ -91,6 +105,8 @@ def resolve(args: argparse.Namespace) -> tuple[RunSettings, list[Method]]:
         batch_rays=args.batch_rays,
         seed=args.seed,
         test_views=pick("test_views"),
+        mlp_bits=args.mlp_bits,
+        index_rate=args.index_rate,
     )
     try:  # refuse bad numbers now, not after the first method has trained
         settings.train_options()
@@ -142,7 +158,7 @@ def _run_scene(
             method, dataset_dir, runs_dir / method.key, settings, train, test, uncompressed_asset
         )
         if method.family == UNCOMPRESSED:
-            uncompressed_asset = Path(result["asset"])
+            uncompressed_asset = Path(result["raw"]["asset"])
         results.append(result)
     return {
         "name": name,
@@ -184,7 +200,8 @@ def _settings_line(settings: RunSettings, scenes: list[dict[str, Any]]) -> str:
     )
     return (
         f"{settings.epochs} epochs, levels {settings.min_level}..{settings.max_level}, "
-        f"batches of {settings.batch_rays} rays, seed {settings.seed}; " + "; ".join(views)
+        f"batches of {settings.batch_rays} rays, seed {settings.seed}, MLP {settings.mlp_bits} "
+        f"bits, index rate {settings.index_rate:g}; " + "; ".join(views)
     )
 
 

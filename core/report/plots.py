@@ -24,12 +24,15 @@ FAMILY_COLOURS = {
 }
 LINE_STYLES = ("-", "--", ":", "-.")
 PANEL_COLUMNS = 2
+RAW_ALPHA = 0.25  # the raw assets' curves, behind the coded ones
 
 
 def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path) -> None:
     """One panel per (title, rows): PSNR against kB streamed (log x), one curve per method
-    with a point per level of detail (cumulative bytes: header plus every coarser level).
-    Panels keep their own PSNR range: scenes differ by several dB."""
+    with a point per level of detail (cumulative bytes: header plus every coarser level), for
+    the coded asset, and faint behind it the same field written raw, so the shift to the left
+    is what the entropy coding and the integer MLP save. Panels keep their own PSNR range:
+    scenes differ by several dB."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,15 +49,21 @@ def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path
         for row in rows:
             style = styles.setdefault(row.family, 0)
             styles[row.family] += 1
-            axis.plot(
-                [size / 1000 for size in row.level_cumulative_bytes],
-                row.level_psnr,
-                marker="o",
-                markersize=3.5,
-                color=FAMILY_COLOURS[row.family],
-                linestyle=LINE_STYLES[style % len(LINE_STYLES)],
-                label=row.label,
+            curves = (
+                (row.raw_level_cumulative_bytes, row.raw_level_psnr, RAW_ALPHA, None),
+                (row.level_cumulative_bytes, row.level_psnr, 1.0, row.label),
             )
+            for sizes, psnrs, alpha, label in curves:
+                axis.plot(
+                    [size / 1000 for size in sizes],
+                    psnrs,
+                    marker="o",
+                    markersize=3.5,
+                    color=FAMILY_COLOURS[row.family],
+                    linestyle=LINE_STYLES[style % len(LINE_STYLES)],
+                    alpha=alpha,
+                    label=label,
+                )
         axis.set_xscale("log")
         axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -65,7 +74,9 @@ def rate_distortion_plot(panels: Sequence[tuple[str, Sequence[Row]]], path: Path
         axis.grid(True, which="both", alpha=0.3)
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    axes.flat[len(panels) - 1].legend(fontsize=7, loc="lower right")
+    legend_axis = axes.flat[len(panels) - 1]
+    legend_axis.plot([], [], color="black", alpha=RAW_ALPHA, label="faint: raw (fp16 MLP)")
+    legend_axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100)

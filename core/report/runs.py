@@ -3,8 +3,12 @@
 Every method ends as a ``.vbnf`` file that is read back and rendered, so what the report scores
 is exactly what a client would stream: trained methods (the uncompressed NGLOD-NeRF grid, VQ-AD,
 random indices) write their field, post-hoc methods (kmVQ, LRA) compress the uncompressed run's
-asset. A run folder remembers what made its asset and its scores (``entry.json``), so a rerun
-reuses both, resumes a shorter training, and redoes only what changed.
+asset. Each field is written twice from the same weights: *coded* (``asset.vbnf``: rANS-coded
+chunks and the integer MLP, what ``core train`` writes) and *raw* (``asset_raw.vbnf``: plain
+chunks, fp16 MLP, the layout the paper counts), and both are scored from their bytes, so the
+report shows what the coding saves and costs on one training run. A run folder remembers what
+made its assets and its scores (``entry.json``), so a rerun reuses both, resumes a shorter
+training, and redoes only what changed.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..asset.field_data import FieldData
 from ..asset.vbnf import asset_info, read_asset, write_asset
+from ..asset.vbnf.spec import MLP_FP16_BITS, Codec
 from ..atomic import atomic_write_bytes
 from ..data.dataset import Split, load_split
 from ..errors import VbnfError
-from ..limits import MAX_TRAIN_BITWIDTH
+from ..limits import DEFAULT_INDEX_RATE, DEFAULT_MLP_BITS, MAX_TRAIN_BITWIDTH
 from ..neural.checkpoint import load_checkpoint
 from ..neural.evaluate import check_scorable, evaluate_levels
 from ..neural.field import FieldConfig, RadianceField, TrainableStore
@@ -49,6 +55,11 @@ PARAMETER_LIMITS: dict[str, int] = {
 }
 ENTRY_NAME = "entry.json"
 RENDERS_NAME = "renders"
+RAW_ASSET_NAME = "asset_raw.vbnf"  # the same field with plain chunks and the fp16 MLP
+CODED_CODEC: Codec = "rans"  # what `core train` and a bake write
+# asset_info's split of a level's bytes: the plain sizes, then what masks and indices take
+# in the file (less than plain under the rans codec)
+LEVEL_PARTS = ("structure", "index", "codebook", "feature", "stored_structure", "stored_index")
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ class RunSettings:
     batch_rays: int
     seed: int
     test_views: int  # first N test views are scored; 0 = all
+    mlp_bits: int = DEFAULT_MLP_BITS  # of the coded asset's MLP, trained for at the end
+    index_rate: float = DEFAULT_INDEX_RATE  # weight of the indices' expected bits in the loss
 
     def field_config(self, method: Method) -> FieldConfig:
         return FieldConfig(
@@ -114,7 +127,13 @@ class RunSettings:
         )
 
     def train_options(self) -> TrainOptions:
-        return TrainOptions(epochs=self.epochs, batch_rays=self.batch_rays, seed=self.seed)
+        return TrainOptions(
+            epochs=self.epochs,
+            batch_rays=self.batch_rays,
+            seed=self.seed,
+            mlp_bits=self.mlp_bits,
+            index_rate_weight=self.index_rate,
+        )
 
 
 def log(message: str) -> None:
@@ -147,23 +166,30 @@ def run_method(
     test: Split,
     uncompressed_asset: Path | None,
 ) -> dict[str, Any]:
-    """Make (or reuse) the method's asset in ``run_dir`` and score it from its bytes."""
+    """Make (or reuse) the method's coded and raw assets in ``run_dir`` and score both from
+    their bytes. ``uncompressed_asset``: the uncompressed run's raw asset, which post-hoc
+    methods compress."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    asset_path = run_dir / ASSET_NAME
+    asset_path, raw_path = run_dir / ASSET_NAME, run_dir / RAW_ASSET_NAME
     entry = _read_entry(run_dir)
     made_by = _asset_fingerprint(method, dataset_dir, settings, uncompressed_asset)
-    if entry.get("asset") != made_by or not asset_path.is_file():
+    if entry.get("asset") != made_by or not (asset_path.is_file() and raw_path.is_file()):
         entry = {"asset": made_by, "train_seconds": 0.0}
         if method.trained:
             entry["train_seconds"] = _train(method, dataset_dir, train, run_dir, settings)
         else:
             assert uncompressed_asset is not None, "post-hoc methods need the uncompressed run"
             log(f"{method.key}: compressing {uncompressed_asset}")
-            _derive(method, uncompressed_asset, asset_path, settings.seed)
-    scored_by = {"asset_crc32": _crc32(asset_path), "test_views": test.names}
+            _derive(method, uncompressed_asset, run_dir, settings)
+    scored_by = {
+        "asset_crc32": _crc32(asset_path),
+        "raw_asset_crc32": _crc32(raw_path),
+        "test_views": test.names,
+    }
     if entry.get("scored") != scored_by or "result" not in entry:
-        log(f"{method.key}: scoring the asset's bytes on {len(test)} test views")
+        log(f"{method.key}: scoring the coded and raw assets' bytes on {len(test)} test views")
         entry["result"] = _score(method, asset_path, test, run_dir / RENDERS_NAME)
+        entry["result"]["raw"] = _score(method, raw_path, test, None)
         entry["result"]["train_seconds"] = round(entry["train_seconds"], 1)
         entry["scored"] = scored_by
     else:
@@ -181,9 +207,15 @@ def _asset_fingerprint(
         "min_level": settings.min_level,
         "max_level": settings.max_level,
         "seed": settings.seed,
+        "mlp_bits": settings.mlp_bits,
+        "codec": CODED_CODEC,
     }
     if method.trained:
-        fingerprint |= {"epochs": settings.epochs, "batch_rays": settings.batch_rays}
+        fingerprint |= {
+            "epochs": settings.epochs,
+            "batch_rays": settings.batch_rays,
+            "index_rate": settings.index_rate,
+        }
     else:
         assert uncompressed_asset is not None
         fingerprint["source_crc32"] = _crc32(uncompressed_asset)
@@ -193,16 +225,22 @@ def _asset_fingerprint(
 def _train(
     method: Method, dataset_dir: Path, train: Split, run_dir: Path, settings: RunSettings
 ) -> float:
-    """Train (resuming a compatible shorter run in ``run_dir``), write the asset; wall seconds
-    of training, including earlier sessions of a resumed run."""
+    """Train (resuming a compatible shorter run in ``run_dir``), write both assets; wall
+    seconds of training, including earlier sessions of a resumed run."""
     config, options = settings.field_config(method), settings.train_options()
     resume = _resumable(run_dir, config, options)
     log(f"{method.key}: {'resuming' if resume else 'training'} to {options.epochs} epochs")
     reporter = ProgressReporter(1)
     trainer = prepare_run(dataset_dir, run_dir, config, options, resume, reporter, train)
     state = trainer.run()
-    write_asset(trainer.field.cpu().to_field_data(), run_dir / ASSET_NAME)
+    _write_assets(trainer.field.cpu().to_field_data(), run_dir, settings.mlp_bits)
     return float(state.elapsed_s)
+
+
+def _write_assets(field: FieldData, run_dir: Path, mlp_bits: int) -> None:
+    """The coded asset (what a bake writes) and the raw one, from the same ``field``."""
+    write_asset(field, run_dir / RAW_ASSET_NAME, "none", MLP_FP16_BITS)
+    write_asset(field, run_dir / ASSET_NAME, CODED_CODEC, mlp_bits)
 
 
 def _resumable(run_dir: Path, config: FieldConfig, options: TrainOptions) -> bool:
@@ -219,28 +257,35 @@ def _resumable(run_dir: Path, config: FieldConfig, options: TrainOptions) -> boo
     return (
         loaded.field.config == config
         and loaded.state.epoch <= options.epochs
-        and all(previous.get(name) == getattr(options, name) for name in ("batch_rays", "seed"))
+        and all(
+            previous.get(name) == getattr(options, name)
+            for name in ("batch_rays", "seed", "mlp_bits", "index_rate_weight")
+        )
     )
 
 
-def _derive(method: Method, source: Path, asset_path: Path, seed: int) -> None:
+def _derive(method: Method, source: Path, run_dir: Path, settings: RunSettings) -> None:
+    """Compress the uncompressed run's raw asset (its MLP as trained, in fp16)."""
     dense = read_asset(source).field
     if method.family == "kmvq":
-        compressed = kmeans_quantize(dense, method.parameter, seed=seed)
+        compressed = kmeans_quantize(dense, method.parameter, seed=settings.seed)
     else:
         compressed = low_rank(dense, method.parameter)
-    write_asset(compressed, asset_path)
+    _write_assets(compressed, run_dir, settings.mlp_bits)
 
 
-def _score(method: Method, asset_path: Path, test: Split, render_dir: Path) -> dict[str, Any]:
+def _score(
+    method: Method, asset_path: Path, test: Split, render_dir: Path | None
+) -> dict[str, Any]:
     """Per-level PSNR/SSIM of the file's bytes, with the byte accounting of ``asset_info``."""
     started = time.monotonic()
     field = RadianceField.from_field_data(read_asset(asset_path).field)
     field.eval()
     scores = evaluate_levels(field, test, render_dir)
     info = asset_info(asset_path)
+    level_sizes = ("bytes", "cumulative_bytes", *(f"{part}_bytes" for part in LEVEL_PARTS))
     levels = [
-        score.to_dict() | {"bytes": layout["bytes"], "cumulative_bytes": layout["cumulative_bytes"]}
+        score.to_dict() | {name: layout[name] for name in level_sizes}
         for score, layout in zip(scores, info["levels"], strict=True)
     ]
     return {
@@ -253,12 +298,13 @@ def _score(method: Method, asset_path: Path, test: Split, render_dir: Path) -> d
         "total_bytes": info["total_bytes"],
         "header_bytes": info["header_bytes"],
         "mlp_bytes": info["mlp_bytes"],
+        "mlp_bits": info["mlp_bits"],
         **{
             f"{part}_bytes": sum(layout[f"{part}_bytes"] for layout in info["levels"])
-            for part in ("structure", "index", "codebook", "feature")
+            for part in LEVEL_PARTS
         },
         "asset": str(asset_path),
-        "render_dir": str(render_dir),
+        "render_dir": None if render_dir is None else str(render_dir),
         "eval_seconds": round(time.monotonic() - started, 1),
     }
 
