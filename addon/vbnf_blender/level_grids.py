@@ -242,11 +242,15 @@ def _fill_grid(grid: Any, ijk: np.ndarray, values: np.ndarray) -> None:
         return
     low = ijk.min(axis=0)
     extent = ijk.max(axis=0) - low + 1
+    end = int(low[0] + extent[0])
     slab = max(1, BLOCK_VOXELS // int(extent[1] * extent[2]))
-    for x0 in range(int(low[0]), int(low[0] + extent[0]), slab):
-        inside = (ijk[:, 0] >= x0) & (ijk[:, 0] < x0 + slab)
+    for x0 in range(int(low[0]), end, slab):
+        # no longer than the voxels reach: a full-length last slab was mostly zeros that
+        # copyFromArray still scanned (13x the voxels at the demo's finest level)
+        length = min(slab, end - x0)
+        inside = (ijk[:, 0] >= x0) & (ijk[:, 0] < x0 + length)
         local = ijk[inside] - np.array([x0, low[1], low[2]])
-        block = np.zeros((slab, extent[1], extent[2], *values.shape[1:]), dtype=np.float32)
+        block = np.zeros((length, extent[1], extent[2], *values.shape[1:]), dtype=np.float32)
         block[local[:, 0], local[:, 1], local[:, 2]] = values[inside]
         grid.copyFromArray(block, ijk=(x0, int(low[1]), int(low[2])))
 
