@@ -123,7 +123,14 @@ def load_openvdb() -> ModuleType:
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    """The sRGB transfer function undone, in float32 (what the grids hold) and in place on one
+    new array: a float64 ``np.where`` of both branches took a sixth of a level's decoding."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    linear = rgb + np.float32(0.055)
+    linear *= np.float32(1.0 / 1.055)
+    np.power(linear, np.float32(2.4), out=linear)
+    np.multiply(rgb, np.float32(1.0 / 12.92), out=linear, where=rgb <= np.float32(0.04045))
+    return linear
 
 
 def level_voxels(
@@ -187,7 +194,8 @@ def _voxel_values(
     view_rgb = srgb_to_linear(view_rgb).reshape(count, ijk.shape[0], -1, 3)
     total = view_density.sum(axis=-1, keepdims=True)
     weight = np.where(total > 0.0, view_density / np.maximum(total, 1e-30), 1.0 / samples**3)
-    voxel_rgb = np.einsum("dns,dnsc->dnc", weight, view_rgb)
+    # [1, s] @ [s, 3] per voxel and direction: matmul is 3x faster than the einsum was
+    voxel_rgb = np.matmul(weight[:, :, None, :], view_rgb)[:, :, 0]
     color = project_views(voxel_rgb, directions, quality.sh_degree)
     constants = SH_CONSTANTS[: color.shape[0], None, None].astype(np.float32)
     return view_density.mean(axis=(0, 2)), color * constants
