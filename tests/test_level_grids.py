@@ -1,7 +1,8 @@
 """The preview's grid filling and colour conversion (addon/vbnf_blender/level_grids.py) in the
 installed extension, with Blender's real OpenVDB module: the voxels written are exactly the
-ones given, across several dense slabs, and the float32 sRGB conversion matches the formula.
-test_addon_preview.py checks what the grids render like; this checks them voxel by voxel."""
+ones given, through several blocks of dense tiles, and the float32 sRGB conversion matches the
+formula. test_addon_preview.py checks what the grids render like; this checks them voxel by
+voxel."""
 
 from __future__ import annotations
 
@@ -28,22 +29,24 @@ def level_grids() -> ModuleType:
 
 
 @pytest.mark.parametrize("channels", [0, 3])
-def test_a_grid_filled_in_slabs_holds_the_given_voxels_and_no_others(
+def test_a_grid_filled_in_tiles_holds_the_given_voxels_and_no_others(
     level_grids: ModuleType, monkeypatch: pytest.MonkeyPatch, channels: int
 ) -> None:
     openvdb = level_grids.load_openvdb()
     rng = np.random.default_rng(channels)
-    extent = np.array([23, 11, 7])
-    # 5 x-planes per slab: the 23 planes take four full slabs and a short last one
-    monkeypatch.setattr(level_grids, "BLOCK_VOXELS", 5 * 11 * 7)
-    cells = rng.choice(int(extent.prod()), size=300, replace=False)
-    low = np.array([-40, 3, 100])
+    extent = np.array([50, 20, 35])
+    low = np.array([-40, 3, 100])  # across tiles on every axis, negative coordinates included
+    # 5 tiles per dense block: the 24 tiles take four full blocks and a short last one
+    monkeypatch.setattr(level_grids, "BLOCK_VOXELS", 5 * level_grids.TILE_VOXELS**3)
+    cells = rng.choice(int(extent.prod()), size=2000, replace=False)
     ijk = np.stack(np.unravel_index(cells, tuple(extent)), axis=-1) + low
-    shape = (300, channels) if channels else (300,)
+    shape = (2000, channels) if channels else (2000,)
     values = rng.uniform(0.1, 2.0, size=shape).astype(np.float32)
     grid = openvdb.Vec3SGrid() if channels else openvdb.FloatGrid()
-    level_grids._fill_grid(grid, ijk, values)
-    assert grid.activeVoxelCount() == 300
+    tiles = level_grids._tile_layout(ijk)
+    assert len(tiles.origins) == 24
+    level_grids._fill_grid(grid, tiles, values)
+    assert grid.activeVoxelCount() == 2000
     read_back = np.zeros((*(extent + 2), *shape[1:]), dtype=np.float32)  # a voxel of margin
     grid.copyToArray(read_back, ijk=tuple(int(x) for x in low - 1))
     expected = np.zeros_like(read_back)

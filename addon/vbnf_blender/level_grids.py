@@ -61,6 +61,8 @@ COLOR_GRID = "color"
 MIN_OPTICAL_DEPTH = 1e-4
 # Dense blocks handed to openvdb are at most this many voxels, bounding memory at fine levels.
 BLOCK_VOXELS = 1 << 22
+# ... in tiles this many voxels across: the coarsest level's cells are multiples of it
+TILE_VOXELS = 16
 # Field samples (points x directions) decoded at once: about 100 bytes each of temporaries.
 BLOCK_FIELD_SAMPLES = 1 << 21
 
@@ -231,6 +233,7 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
     origin = decoder.field.to_world(np.full(3, -1.0 + 1.0 / across))
     named = [(DENSITY_GRID, grids_of_level.density)]
     named += zip(color_grid_names(QUALITY.sh_degree), grids_of_level.color, strict=True)
+    tiles = _tile_layout(grids_of_level.ijk)
     grids = []
     for name, values in named:
         grid = openvdb.FloatGrid() if values.ndim == 1 else openvdb.Vec3SGrid()
@@ -241,7 +244,7 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
         transform.postTranslate(tuple(float(x) for x in origin))
         grid.transform = transform
         grid.saveFloatAsHalf = True  # half the cache on disk; the values are fp16-exact enough
-        _fill_grid(grid, grids_of_level.ijk, values)
+        _fill_grid(grid, tiles, values)
         grids.append(grid)
     voxel_count = int(grids[0].activeVoxelCount())
     with atomic_path(path) as temporary:
@@ -249,24 +252,48 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
     return voxel_count
 
 
-def _fill_grid(grid: Any, ijk: np.ndarray, values: np.ndarray) -> None:
-    """Activate ``values`` at voxels ``ijk`` through dense blocks along x (openvdb's Python API
-    fills grids from dense arrays only); voxels left at zero stay inactive."""
+@dataclass(frozen=True)
+class _Tiles:
+    """A level's voxels grouped into the ``TILE_VOXELS^3`` tiles that hold any, worked out once
+    for all its grids. Filling dense tiles instead of dense slabs of the voxels' bounding box
+    (fewer zeros, one flat scatter) took the ten grids of a level with 1.9M voxels from 3.8 s
+    to 1.6 s of CPU, and the demo's finest level from 0.14 s to 0.08 s."""
+
+    origins: list[tuple[int, int, int]]  # first voxel of each tile, tiles in ``offsets`` order
+    offsets: np.ndarray  # [N] ascending: tile * TILE_VOXELS^3 + the voxel's place in its tile
+    order: np.ndarray  # [N] the voxel (of ``ijk``) at each of ``offsets``
+
+
+def _tile_layout(ijk: np.ndarray) -> _Tiles:
     if ijk.shape[0] == 0:
-        return
-    low = ijk.min(axis=0)
-    extent = ijk.max(axis=0) - low + 1
-    end = int(low[0] + extent[0])
-    slab = max(1, BLOCK_VOXELS // int(extent[1] * extent[2]))
-    for x0 in range(int(low[0]), end, slab):
-        # no longer than the voxels reach: a full-length last slab was mostly zeros that
-        # copyFromArray still scanned (13x the voxels at the demo's finest level)
-        length = min(slab, end - x0)
-        inside = (ijk[:, 0] >= x0) & (ijk[:, 0] < x0 + length)
-        local = ijk[inside] - np.array([x0, low[1], low[2]])
-        block = np.zeros((length, extent[1], extent[2], *values.shape[1:]), dtype=np.float32)
-        block[local[:, 0], local[:, 1], local[:, 2]] = values[inside]
-        grid.copyFromArray(block, ijk=(x0, int(low[1]), int(low[2])))
+        return _Tiles([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    tiles = ijk // TILE_VOXELS
+    low = tiles.min(axis=0)
+    span = tuple(int(x) for x in tiles.max(axis=0) - low + 1)
+    keys, which = np.unique(np.ravel_multi_index(tuple((tiles - low).T), span), return_inverse=True)
+    origins = (np.stack(np.unravel_index(keys, span), axis=-1) + low) * TILE_VOXELS
+    inside = np.ravel_multi_index(tuple((ijk - tiles * TILE_VOXELS).T), (TILE_VOXELS,) * 3)
+    offsets = which.astype(np.int64) * TILE_VOXELS**3 + inside
+    order = np.argsort(offsets)
+    return _Tiles([tuple(origin) for origin in origins.tolist()], offsets[order], order)
+
+
+def _fill_grid(grid: Any, tiles: _Tiles, values: np.ndarray) -> None:
+    """Activate ``values`` (of the voxels ``tiles`` was made from) through dense tiles, at most
+    ``BLOCK_VOXELS`` voxels of them at a time (openvdb's Python API fills grids from dense
+    arrays only); voxels left at zero stay inactive."""
+    per_tile = TILE_VOXELS**3
+    tiles_per_block = max(1, BLOCK_VOXELS // per_tile)
+    for first in range(0, len(tiles.origins), tiles_per_block):
+        origins = tiles.origins[first : first + tiles_per_block]
+        start, stop = np.searchsorted(
+            tiles.offsets, [first * per_tile, (first + len(origins)) * per_tile]
+        )
+        block = np.zeros((len(origins) * per_tile, *values.shape[1:]), dtype=np.float32)
+        block[tiles.offsets[start:stop] - first * per_tile] = values[tiles.order[start:stop]]
+        block = block.reshape(len(origins), TILE_VOXELS, TILE_VOXELS, TILE_VOXELS, -1)
+        for tile, origin in zip(block, origins, strict=True):
+            grid.copyFromArray(tile if values.ndim > 1 else tile[..., 0], ijk=origin)
 
 
 def count_voxels(path: Path) -> int:
