@@ -61,6 +61,8 @@ COLOR_GRID = "color"
 MIN_OPTICAL_DEPTH = 1e-4
 # Dense blocks handed to openvdb are at most this many voxels, bounding memory at fine levels.
 BLOCK_VOXELS = 1 << 22
+# ... in tiles this many voxels across: the coarsest level's cells are multiples of it
+TILE_VOXELS = 16
 # Field samples (points x directions) decoded at once: about 100 bytes each of temporaries.
 BLOCK_FIELD_SAMPLES = 1 << 21
 
@@ -123,7 +125,14 @@ def load_openvdb() -> ModuleType:
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    """The sRGB transfer function undone, in float32 (what the grids hold) and in place on one
+    new array: a float64 ``np.where`` of both branches took a sixth of a level's decoding."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    linear = rgb + np.float32(0.055)
+    linear *= np.float32(1.0 / 1.055)
+    np.power(linear, np.float32(2.4), out=linear)
+    np.multiply(rgb, np.float32(1.0 / 12.92), out=linear, where=rgb <= np.float32(0.04045))
+    return linear
 
 
 def level_voxels(
@@ -148,9 +157,10 @@ def level_voxels(
     for start in range(0, coarse_cells.shape[0], block_cells):
         cells = coarse_cells[start : start + block_cells]
         ijk = (cells[:, None, :] * per_coarse_cell + _lattice(per_coarse_cell)[None]).reshape(-1, 3)
-        density, color = _voxel_values(decoder, level, ijk, across, directions, quality)
-        keep = density * voxel_size_m >= MIN_OPTICAL_DEPTH
-        kept.append((ijk[keep], density[keep], color[:, keep]))
+        keep, density, color = _voxel_values(
+            decoder, level, ijk, across, voxel_size_m, directions, quality
+        )
+        kept.append((ijk[keep], density, color))
     return LevelGrids(
         np.concatenate([k[0] for k in kept]),
         np.concatenate([k[1] for k in kept]),
@@ -170,13 +180,15 @@ def _voxel_values(
     level: int,
     ijk: np.ndarray,
     across: int,
+    voxel_size_m: float,
     directions: np.ndarray,
     quality: PreviewQuality,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Density [n] and colour SH [B, n, 3] of voxels ``ijk``: the field sampled at
-    ``supersample^3`` points per voxel from each direction. Density is the mean over the voxel
-    and the directions; colour, per direction the density-weighted mean over the voxel (the
-    voxel's emission), is fitted over the directions."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which of voxels ``ijk`` are kept (a mask [n]: their optical depth matters), and their
+    density [k] and colour SH [B, k, 3]: the field sampled at ``supersample^3`` points per
+    voxel from each direction. Density is the mean over the voxel and the directions; colour,
+    per direction the density-weighted mean over the voxel (the voxel's emission), is fitted
+    over the directions, for the kept voxels only (a quarter of them on the demo)."""
     samples = quality.supersample
     offsets = (_lattice(samples) + 0.5) / samples  # within the voxel, in voxels
     normalized = (ijk[:, None, :] + offsets[None]) * (2.0 / across) - 1.0
@@ -184,13 +196,17 @@ def _voxel_values(
     view_density, view_rgb = decoder.query_views(points, level, directions)
     count = directions.shape[0]
     view_density = view_density.reshape(count, ijk.shape[0], -1)  # [D, n, s]
-    view_rgb = srgb_to_linear(view_rgb).reshape(count, ijk.shape[0], -1, 3)
+    density = view_density.mean(axis=(0, 2))
+    keep = density * voxel_size_m >= MIN_OPTICAL_DEPTH
+    view_density = view_density[:, keep]
+    view_rgb = srgb_to_linear(view_rgb.reshape(count, ijk.shape[0], -1, 3)[:, keep])
     total = view_density.sum(axis=-1, keepdims=True)
     weight = np.where(total > 0.0, view_density / np.maximum(total, 1e-30), 1.0 / samples**3)
-    voxel_rgb = np.einsum("dns,dnsc->dnc", weight, view_rgb)
+    # [1, s] @ [s, 3] per voxel and direction: matmul is 3x faster than the einsum was
+    voxel_rgb = np.matmul(weight[:, :, None, :], view_rgb)[:, :, 0]
     color = project_views(voxel_rgb, directions, quality.sh_degree)
     constants = SH_CONSTANTS[: color.shape[0], None, None].astype(np.float32)
-    return view_density.mean(axis=(0, 2)), color * constants
+    return keep, density[keep], color * constants
 
 
 def color_grid_names(degree: int) -> list[str]:
@@ -217,6 +233,7 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
     origin = decoder.field.to_world(np.full(3, -1.0 + 1.0 / across))
     named = [(DENSITY_GRID, grids_of_level.density)]
     named += zip(color_grid_names(QUALITY.sh_degree), grids_of_level.color, strict=True)
+    tiles = _tile_layout(grids_of_level.ijk)
     grids = []
     for name, values in named:
         grid = openvdb.FloatGrid() if values.ndim == 1 else openvdb.Vec3SGrid()
@@ -227,7 +244,7 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
         transform.postTranslate(tuple(float(x) for x in origin))
         grid.transform = transform
         grid.saveFloatAsHalf = True  # half the cache on disk; the values are fp16-exact enough
-        _fill_grid(grid, grids_of_level.ijk, values)
+        _fill_grid(grid, tiles, values)
         grids.append(grid)
     voxel_count = int(grids[0].activeVoxelCount())
     with atomic_path(path) as temporary:
@@ -235,20 +252,48 @@ def write_level_vdb(decoder: NumpyField, level: int, path: Path) -> int:
     return voxel_count
 
 
-def _fill_grid(grid: Any, ijk: np.ndarray, values: np.ndarray) -> None:
-    """Activate ``values`` at voxels ``ijk`` through dense blocks along x (openvdb's Python API
-    fills grids from dense arrays only); voxels left at zero stay inactive."""
+@dataclass(frozen=True)
+class _Tiles:
+    """A level's voxels grouped into the ``TILE_VOXELS^3`` tiles that hold any, worked out once
+    for all its grids. Filling dense tiles instead of dense slabs of the voxels' bounding box
+    (fewer zeros, one flat scatter) took the ten grids of a level with 1.9M voxels from 3.8 s
+    to 1.6 s of CPU, and the demo's finest level from 0.14 s to 0.08 s."""
+
+    origins: list[tuple[int, int, int]]  # first voxel of each tile, tiles in ``offsets`` order
+    offsets: np.ndarray  # [N] ascending: tile * TILE_VOXELS^3 + the voxel's place in its tile
+    order: np.ndarray  # [N] the voxel (of ``ijk``) at each of ``offsets``
+
+
+def _tile_layout(ijk: np.ndarray) -> _Tiles:
     if ijk.shape[0] == 0:
-        return
-    low = ijk.min(axis=0)
-    extent = ijk.max(axis=0) - low + 1
-    slab = max(1, BLOCK_VOXELS // int(extent[1] * extent[2]))
-    for x0 in range(int(low[0]), int(low[0] + extent[0]), slab):
-        inside = (ijk[:, 0] >= x0) & (ijk[:, 0] < x0 + slab)
-        local = ijk[inside] - np.array([x0, low[1], low[2]])
-        block = np.zeros((slab, extent[1], extent[2], *values.shape[1:]), dtype=np.float32)
-        block[local[:, 0], local[:, 1], local[:, 2]] = values[inside]
-        grid.copyFromArray(block, ijk=(x0, int(low[1]), int(low[2])))
+        return _Tiles([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    tiles = ijk // TILE_VOXELS
+    low = tiles.min(axis=0)
+    span = tuple(int(x) for x in tiles.max(axis=0) - low + 1)
+    keys, which = np.unique(np.ravel_multi_index(tuple((tiles - low).T), span), return_inverse=True)
+    origins = (np.stack(np.unravel_index(keys, span), axis=-1) + low) * TILE_VOXELS
+    inside = np.ravel_multi_index(tuple((ijk - tiles * TILE_VOXELS).T), (TILE_VOXELS,) * 3)
+    offsets = which.astype(np.int64) * TILE_VOXELS**3 + inside
+    order = np.argsort(offsets)
+    return _Tiles([tuple(origin) for origin in origins.tolist()], offsets[order], order)
+
+
+def _fill_grid(grid: Any, tiles: _Tiles, values: np.ndarray) -> None:
+    """Activate ``values`` (of the voxels ``tiles`` was made from) through dense tiles, at most
+    ``BLOCK_VOXELS`` voxels of them at a time (openvdb's Python API fills grids from dense
+    arrays only); voxels left at zero stay inactive."""
+    per_tile = TILE_VOXELS**3
+    tiles_per_block = max(1, BLOCK_VOXELS // per_tile)
+    for first in range(0, len(tiles.origins), tiles_per_block):
+        origins = tiles.origins[first : first + tiles_per_block]
+        start, stop = np.searchsorted(
+            tiles.offsets, [first * per_tile, (first + len(origins)) * per_tile]
+        )
+        block = np.zeros((len(origins) * per_tile, *values.shape[1:]), dtype=np.float32)
+        block[tiles.offsets[start:stop] - first * per_tile] = values[tiles.order[start:stop]]
+        block = block.reshape(len(origins), TILE_VOXELS, TILE_VOXELS, TILE_VOXELS, -1)
+        for tile, origin in zip(block, origins, strict=True):
+            grid.copyFromArray(tile if values.ndim > 1 else tile[..., 0], ijk=origin)
 
 
 def count_voxels(path: Path) -> int:
