@@ -221,6 +221,20 @@ class OctreeAccel(nn.Module):
             else trace(self, origins, directions)
         )
         hits = self.occupancy.occupied_hits(hits, lod)
+        return self.sample_occupied(hits, origins, directions, lod, generator, sample)
+
+    def sample_occupied(
+        self,
+        hits: VoxelHits,
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        lod: int,
+        generator: torch.Generator | None,
+        sample: Callable[..., PackedSamples] = sample_hits,
+    ) -> PackedSamples:
+        """The samples of ``hits`` (cells the occupancy of level ``lod`` keeps) that lie in its
+        occupied sub-cells: the sampling half of :meth:`raymarch`, for renders that take a
+        ray's hits a few at a time."""
         samples = sample(hits, origins, directions, generator, SAMPLES_PER_VOXEL)
         keep = self.occupancy.occupied_samples(hits, samples, lod)
         return samples if keep is None else samples.select(keep)
