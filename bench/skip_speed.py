@@ -5,9 +5,11 @@
 
 Both trainers start from the same seed (same octree, same initial weights) and take the same
 rays in the same order; their steps alternate, so load from other processes hits both alike.
-Prints the step-time ratio (median over the steps after the first occupancy checks, and over
-the whole run), the fraction of samples kept per level on a fixed batch of training rays, and
-held-out PSNR per level after the same number of steps. ``--baseline-only`` trains one
+Prints both runs' step times and the ratio (median over the steps after the first occupancy
+checks, and over the whole run), the samples each run shades per step (after those checks),
+the fraction of samples kept per level on a fixed batch of training rays (by the occupancy
+grids, and by the grids with early ray termination, as the skipped run trains), and held-out
+PSNR per level after the same number of steps. ``--baseline-only`` trains one
 unskipped run with only the trainer API that predates skipping, to time older code on the same
 data (run it from that code's checkout, e.g. ``cd /tmp/base && python /path/to/skip_speed.py``).
 Prints figures only; nothing is asserted.
@@ -31,6 +33,23 @@ from core.neural.trainer import ORDER_STREAM, Trainer, TrainOptions, derived_see
 from core.progress import ProgressReporter
 
 
+class ShadedSamples:
+    """Counts the points a field shades with autograd on (the training render's samples, not
+    the occupancy probes, which run without it)."""
+
+    def __init__(self, field: torch.nn.Module) -> None:
+        self.count = 0
+        field.register_forward_pre_hook(self._add)
+
+    def _add(self, _module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if torch.is_grad_enabled():
+            self.count += int(inputs[0].shape[0])
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
 def make_trainer(data: Path, args: argparse.Namespace, **skip: object) -> Trainer:
     config = FieldConfig(args.min_level, args.max_level, 16, "codebook", 4)
     options = TrainOptions(epochs=args.epochs, batch_rays=args.batch_rays, seed=0, **skip)  # type: ignore[arg-type]
@@ -45,14 +64,25 @@ def timed_step(trainer: Trainer, ids: torch.Tensor) -> float:
     return time.perf_counter() - started
 
 
-@torch.no_grad()
-def samples_per_level(trainer: Trainer, ids: torch.Tensor) -> list[int]:
+def samples_per_level(
+    trainer: Trainer, ids: torch.Tensor, counter: ShadedSamples | None = None
+) -> list[int]:
+    """Samples per level on rays ``ids`` (bin centres) that the occupancy grids keep, or, given
+    the trainer's ``counter``, that the training render with early termination shades."""
+    from core.neural.render.renderer import render_rays_terminated  # absent in older code
+
     batch = trainer.rays.batch.subset(ids)
-    accel = trainer.field.accel
-    return [
-        int(accel.raymarch(batch.origins, batch.directions, lod, None).t.numel())
-        for lod in range(trainer.field.config.num_lods)
-    ]
+    counts = []
+    for lod in range(trainer.field.config.num_lods):
+        if counter is not None:
+            with torch.enable_grad():
+                render_rays_terminated(trainer.field, batch, lod, None)
+            counts.append(counter.take())
+        else:
+            with torch.no_grad():
+                samples = trainer.field.accel.raymarch(batch.origins, batch.directions, lod, None)
+            counts.append(int(samples.t.numel()))
+    return counts
 
 
 def main() -> None:
@@ -76,6 +106,8 @@ def main() -> None:
         }
     first = next(iter(runs.values()))
     times: dict[str, list[float]] = {name: [] for name in runs}
+    shaded: dict[str, list[int]] = {name: [] for name in runs}
+    counters = {name: ShadedSamples(trainer.field) for name, trainer in runs.items()}
     started = time.perf_counter()
     for epoch in range(args.epochs):
         seed = derived_seed(0, ORDER_STREAM, epoch)
@@ -84,6 +116,7 @@ def main() -> None:
             ids = order[index * args.batch_rays : (index + 1) * args.batch_rays]
             for name, trainer in runs.items():
                 times[name].append(timed_step(trainer, ids))
+                shaded[name].append(counters[name].take())
         print(f"epoch {epoch + 1}/{args.epochs} done, {time.perf_counter() - started:.0f} s")
     steps = len(times["unskipped"])
     print(
@@ -103,6 +136,11 @@ def main() -> None:
             defaults.occupancy_warmup_steps + (EMPTY_CHECKS - 1) * defaults.occupancy_interval_steps
         )
         late = slice(skipping_from, None)
+        for name in runs:
+            median_ms = statistics.median(times[name][late]) * 1e3
+            mean_shaded = statistics.mean(shaded[name][late])
+            print(f"{name:<10} after step {skipping_from}: median step {median_ms:6.1f} ms, "
+                  f"{mean_shaded:9.0f} samples shaded a step (mean)")  # fmt: skip
         ratio_late = statistics.median(times["unskipped"][late]) / statistics.median(
             times["skipped"][late]
         )
@@ -111,10 +149,14 @@ def main() -> None:
               f"{skipping_from}, {ratio_total:.2f}x over the whole run")  # fmt: skip
         probe = torch.randperm(len(first.rays), generator=torch.Generator().manual_seed(7))
         probe = probe[: args.batch_rays]
-        full, kept = (samples_per_level(runs[name], probe) for name in ("unskipped", "skipped"))
-        for lod, (all_count, kept_count) in enumerate(zip(full, kept, strict=True)):
-            print(f"level {args.min_level + lod}: samples kept {kept_count / all_count:.1%} "
-                  f"({kept_count} of {all_count})")  # fmt: skip
+        full = samples_per_level(runs["unskipped"], probe)
+        kept = samples_per_level(runs["skipped"], probe)
+        shaded_kept = samples_per_level(runs["skipped"], probe, counters["skipped"])
+        for lod, counts in enumerate(zip(full, kept, shaded_kept, strict=True)):
+            all_count, kept_count, shaded_count = counts
+            print(f"level {args.min_level + lod}: samples kept by occupancy "
+                  f"{kept_count / all_count:.1%}, shaded with termination "
+                  f"{shaded_count / all_count:.1%} (of {all_count})")  # fmt: skip
     test = load_split(data, "test")
     for name, trainer in runs.items():
         scores = evaluate_levels(trainer.field.eval(), test)

@@ -24,12 +24,14 @@ Tolerances:
   training features;
 - early-exit renders: 99.9 % of rays within ``1e-5``, all within twice the termination
   threshold (a ray whose transmittance rounds across the threshold stops a voxel apart);
-- training gradients through ``render_rays``: ``rtol=1e-3``, ``atol`` 1e-4 of the largest.
+- training gradients through ``render_rays`` and ``render_rays_terminated``: ``rtol=1e-3``,
+  ``atol`` 1e-4 of the largest.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,6 +62,7 @@ from core.neural.render.renderer import (
     RayBatch,
     render_rays,
     render_rays_early_exit,
+    render_rays_terminated,
     shade,
 )
 from core.neural.trainer import Trainer, TrainingRays, TrainOptions
@@ -839,10 +842,16 @@ def test_early_exit_render_matches_torch(
         assert float((error > 1e-5).float().mean()) <= 1e-3
 
 
+@pytest.mark.parametrize("render", [render_rays, render_rays_terminated])
 @pytest.mark.parametrize(("density_bias", "culled"), [(5.0, False), (-0.3, True)])
 def test_training_render_gradients_match_between_backends(
-    device: torch.device, octree: SparseOctree, density_bias: float, culled: bool
+    device: torch.device,
+    octree: SparseOctree,
+    density_bias: float,
+    culled: bool,
+    render: Callable[..., tuple[torch.Tensor, torch.Tensor]],
 ) -> None:
+    """Both training renders: every sample, and early termination inside the graph."""
     if device.type == "cuda":
         assert cupy_unavailable_reason(device) is None  # says which kernel fails to compile
         assert select_backend("cupy", device).name == "cupy"
@@ -854,7 +863,7 @@ def test_training_render_gradients_match_between_backends(
     gradients = []
     for backend in (torch_backend(), cupy_backend()):
         field.zero_grad(set_to_none=True)
-        colour, alpha = render_rays(field, rays, 3, None, backend)
+        colour, alpha = render(field, rays, 3, None, backend)
         loss = ((torch.cat([colour, alpha[:, None]], 1) - target) ** 2).mean()
         loss.backward()
         gradients.append([p.grad.clone() for p in field.parameters() if p.grad is not None])

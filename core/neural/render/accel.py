@@ -228,6 +228,22 @@ class OctreeAccel(nn.Module):
         )
         return sample(hits, origins, directions, generator, SAMPLES_PER_VOXEL, culling)
 
+    def sample_occupied(
+        self,
+        hits: VoxelHits,
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        lod: int,
+        generator: torch.Generator | None,
+        sample: Callable[..., PackedSamples] = sample_occupied,
+    ) -> PackedSamples:
+        """The samples of ``hits`` (cells the occupancy of level ``lod`` keeps) that lie in its
+        occupied sub-cells: the sampling half of :meth:`raymarch`, for renders that take a
+        ray's hits a few at a time."""
+        return sample(
+            hits, origins, directions, generator, SAMPLES_PER_VOXEL, self.occupancy.culling(lod)
+        )
+
 
 def _slab(
     origins: torch.Tensor, inverse: torch.Tensor, box_min: torch.Tensor, size: float

@@ -1,13 +1,15 @@
 """Rendering a field: differentiable ray batches for training, images for evaluation.
 
-Training renders every sample of every hit voxel (the loss needs them all). Inference adds early
-ray termination, the optimisation the paper names as missing (section 7.2): a ray's voxels are
-processed in rounds, front to back, and a ray stops once its transmittance falls below
-``termination_threshold``; what it skips can change its colour by at most that much.
+Both add early ray termination, the optimisation the paper names as missing (section 7.2): a
+ray's voxels are processed in rounds, front to back (:func:`hit_rounds`), and a ray stops once
+its transmittance falls below ``termination_threshold``; what it skips can change its colour by
+at most that much. Training does it inside the differentiable render
+(:func:`render_rays_terminated`); :func:`render_rays` renders every sample, as the paper does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ from .backend import Backend, torch_backend
 from .raymarch import PackedSamples, VoxelHits, accumulate, normalize_rays, sample_weights
 
 DEFAULT_TERMINATION = 1e-4
+TRAIN_FIRST_ROUND_VOXELS = 2  # see render_rays_terminated
 
 
 @dataclass
@@ -113,6 +116,87 @@ def shade_kept(
     return density, rgb
 
 
+def hit_rounds(
+    hits: VoxelHits,
+    num_rays: int,
+    live: Callable[[], torch.Tensor],
+    first_round_voxels: int,
+) -> Iterator[tuple[VoxelHits, torch.Tensor]]:
+    """The one early-exit loop: each ray's ``hits`` (packed by ray, front to back) in rounds of
+    a growing number of voxels (``first_round_voxels``, then twice as many each round), taken
+    only from the rays that ``live()`` ([R] bool, asked again before every round) still marks.
+    Yields a round's hits, packed by ray, and ``voxel_offsets`` [R + 1]: ray r's voxels of the
+    round are ``voxel_offsets[r]:voxel_offsets[r + 1]``. Growing rounds need about
+    log2(hits per ray) of them instead of one per voxel."""
+    if hits.ray_index.numel() == 0:
+        return
+    device = hits.ray_index.device
+    counts = torch.bincount(hits.ray_index, minlength=num_rays)
+    first_hit = torch.cumsum(counts, 0) - counts
+    ray_ids = torch.arange(num_rays, device=device)
+    max_hits, done, voxels_per_round = int(counts.max()), 0, first_round_voxels
+    while done < max_hits:
+        take = torch.clamp(counts - done, 0, voxels_per_round) * live()
+        ends = torch.cumsum(take, 0)
+        total = int(ends[-1])
+        if total == 0:
+            return
+        ray_of = torch.repeat_interleave(ray_ids, take, output_size=total)
+        rank = torch.arange(total, device=device) - (ends - take)[ray_of]
+        selected = first_hit[ray_of] + done + rank
+        yield (
+            VoxelHits(
+                *(a[selected] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
+            ),
+            torch.cat([ends.new_zeros(1), ends]),
+        )
+        done += voxels_per_round
+        voxels_per_round *= 2
+
+
+def render_rays_terminated(
+    field: RadianceField,
+    rays: RayBatch,
+    lod: int,
+    generator: torch.Generator | None,
+    backend: Backend | None = None,
+    termination_threshold: float = DEFAULT_TERMINATION,
+    first_round_voxels: int = TRAIN_FIRST_ROUND_VOXELS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render_rays` with early ray termination inside the differentiable render
+    (training with empty-space skipping): the rounds of :func:`hit_rounds`, each sampled,
+    culled by the occupancy grids, shaded and composited with autograd on, then blended
+    behind what the ray has so far with its transmittance, itself a tensor of the graph. A
+    ray whose transmittance is at or below ``termination_threshold`` takes no further round,
+    so samples behind opaque surfaces and inside objects are neither shaded nor
+    backpropagated. What they would add to a pixel (colour, alpha) is at most that
+    transmittance, and so is the change of any gradient; the samples kept are the paper's
+    (16 jittered per cell). A no-grad pre-pass to find the stopping points would cost a
+    forward of every sample, 40 % of an unculled step."""
+    backend = backend or torch_backend()
+    num_rays, device = len(rays), rays.origins.device
+    accel = field.accel
+    hits = backend.trace(accel, rays.origins, rays.directions, accel.occupancy.culling(lod))
+    colour = torch.zeros(num_rays, 3, device=device)
+    alpha = torch.zeros(num_rays, device=device)
+    transmittance = torch.ones(num_rays, device=device)
+    rounds = hit_rounds(  # live() reads the transmittance of the latest round (late binding)
+        hits, num_rays, lambda: transmittance.detach() > termination_threshold, first_round_voxels
+    )
+    for round_hits, _ in rounds:
+        samples = accel.sample_occupied(
+            round_hits, rays.origins, rays.directions, lod, generator, backend.sample
+        )
+        if samples.t.numel() == 0:
+            continue
+        density, rgb = shade(field, samples, rays, lod, backend.gather)
+        round_colour, round_alpha = backend.composite(density, rgb, samples, num_rays)
+        colour = colour + transmittance[:, None] * round_colour
+        alpha = alpha + transmittance * round_alpha
+        transmittance = transmittance * (1.0 - round_alpha)
+    return colour, alpha
+
+
 @torch.no_grad()
 def render_rays_early_exit(
     field: RadianceField,
@@ -124,9 +208,8 @@ def render_rays_early_exit(
     """Inference rendering with early ray termination; samples sit at bin centres, so images
     are deterministic.
 
-    Rounds take a growing number of voxels per ray (1, 2, 4, ...), so a frame needs about
-    log2(hits per ray) rounds instead of one per voxel; ``composite_round`` blends voxel by
-    voxel and stops a ray exactly where a one-voxel-per-round loop would, at the price of
+    Rounds of :func:`hit_rounds` start at one voxel per ray; ``composite_round`` blends voxel
+    by voxel and stops a ray exactly where a one-voxel-per-round loop would, at the price of
     shading a few voxels a finished ray will not use. Level features are read from corner
     tables decoded once per call (for VQ-AD, one argmax per corner) instead of once per round.
     """
@@ -139,27 +222,11 @@ def render_rays_early_exit(
     if hits.ray_index.numel() == 0:
         return colour, 1.0 - transmittance
     tables = field.corner_tables(lod)
-    counts = torch.bincount(hits.ray_index, minlength=num_rays)
-    first_hit = torch.cumsum(counts, 0) - counts
-    ray_ids = torch.arange(num_rays, device=device)
-    max_hits, done, voxels_per_round = int(counts.max()), 0, 1
-    while done < max_hits:
-        active = transmittance > termination_threshold
-        take = torch.clamp(counts - done, 0, voxels_per_round) * active
-        ends = torch.cumsum(take, 0)
-        total = int(ends[-1])
-        if total == 0:
-            break
-        ray_of = torch.repeat_interleave(ray_ids, take, output_size=total)
-        rank = torch.arange(total, device=device) - (ends - take)[ray_of]
-        selected = first_hit[ray_of] + done + rank
-        round_hits = VoxelHits(
-            *(a[selected] for a in (hits.ray_index, hits.cell_index, hits.t_in, hits.t_out))
-        )
+    rounds = hit_rounds(hits, num_rays, lambda: transmittance > termination_threshold, 1)
+    for round_hits, voxel_offsets in rounds:
         samples = backend.sample(round_hits, rays.origins, rays.directions, None)
         keep = None if culling is None else backend.occupied_samples(culling, round_hits, samples)
         density, rgb = shade_kept(field, samples, rays, lod, backend.gather, tables, keep)
-        voxel_offsets = torch.cat([ends.new_zeros(1), ends])
         backend.composite_round(
             density,
             rgb,
@@ -170,8 +237,6 @@ def render_rays_early_exit(
             colour,
             transmittance,
         )
-        done += voxels_per_round
-        voxels_per_round *= 2
     return colour, 1.0 - transmittance
 
 
