@@ -78,6 +78,24 @@ class Timings:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
+def add_small_bake_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`small_bake_settings` reads, with their defaults."""
+    parser.add_argument("--views", type=int, default=32, help="training views")
+    parser.add_argument("--test-views", type=int, default=4)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--bitwidth", type=int, default=4)
+    parser.add_argument("--min-level", type=int, default=3)
+    parser.add_argument("--max-level", type=int, default=6)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the trainer: 1 keeps a shared 2-core machine from thrashing",
+    )
+
+
 def small_bake_settings(args: argparse.Namespace) -> BakeSettings:
     """Small enough for a 2-core CPU in a few minutes, large enough to show the levels apart
     (the demo's and ``bench/preview.py``'s bakes)."""
@@ -266,25 +284,12 @@ def print_table(results: list[LevelResult], total_bytes: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--views", type=int, default=32, help="training views")
-    parser.add_argument("--test-views", type=int, default=4)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--bitwidth", type=int, default=4)
-    parser.add_argument("--min-level", type=int, default=3)
-    parser.add_argument("--max-level", type=int, default=6)
+    add_small_bake_arguments(parser)
     parser.add_argument(
         "--panel-defaults",
         action="store_true",
         help="bake at the Bake button's defaults (the panel's fields untouched, all CPU cores) "
         "instead of the small settings above: the bake a new user gets",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the trainer: 1 keeps a shared 2-core machine from thrashing",
     )
     args = parser.parse_args(argv)
     out_dir = args.out.resolve()

@@ -34,6 +34,7 @@ from vbnf_blender import level_grids, register, scenes  # noqa: E402
 from vbnf_blender.bake_job import BakeJob, BakeSettings  # noqa: E402
 
 from bench.demo import (  # noqa: E402
+    add_small_bake_arguments,
     configure_render,
     mean_psnr,
     render_views,
@@ -142,15 +143,7 @@ def preview_psnr(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/preview"))
-    parser.add_argument("--views", type=int, default=32)
-    parser.add_argument("--test-views", type=int, default=4)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples of the capture")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--bitwidth", type=int, default=4)
-    parser.add_argument("--min-level", type=int, default=3)
-    parser.add_argument("--max-level", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=1)
+    add_small_bake_arguments(parser)
     parser.add_argument("--voxels-per-cell", type=int, default=level_grids.QUALITY.voxels_per_cell)
     parser.add_argument(
         "--voxels-per-coarsest-cell",
