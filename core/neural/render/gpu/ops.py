@@ -374,17 +374,25 @@ class CornerInterpolation(torch.autograd.Function):
         if not ctx.needs_input_grad[2]:
             return None, None, None
         weights, rows = ctx.saved_tensors
-        grad_features = grad_features.float().contiguous()
-        num_points, feature_dim = grad_features.shape
-        grad_table = grad_features.new_zeros(ctx.table_rows, feature_dim)
-        runs = -(-num_points // GRADIENT_POINTS_PER_THREAD)
-        launch(
-            "interpolate_corners_backward", grad_features.device, runs * feature_dim,
-            pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
-            pointer(grad_features, torch.float32), np.int32(feature_dim),
-            np.int32(GRADIENT_POINTS_PER_THREAD), pointer(grad_table, torch.float32),
-        )  # fmt: skip
+        grad_table = grad_features.new_zeros(ctx.table_rows, int(grad_features.shape[1]))
+        scatter_corner_gradients(weights, rows, grad_features, grad_table)
         return None, None, grad_table
+
+
+def scatter_corner_gradients(
+    weights: torch.Tensor, rows: torch.Tensor, grad_features: torch.Tensor, grad_table: torch.Tensor
+) -> None:
+    """``grad_table[rows[:, c]] += weights[:, c] * grad_features`` (atomic adds, in place): the
+    transpose of ``interpolate_corners``."""
+    grad_features = grad_features.float().contiguous()
+    num_points, feature_dim = grad_features.shape
+    runs = -(-num_points // GRADIENT_POINTS_PER_THREAD)
+    launch(
+        "interpolate_corners_backward", grad_features.device, runs * feature_dim,
+        pointer(weights, torch.float32), pointer(rows, torch.int64), np.int64(num_points),
+        pointer(grad_features, torch.float32), np.int32(feature_dim),
+        np.int32(GRADIENT_POINTS_PER_THREAD), pointer(grad_table, torch.float32),
+    )  # fmt: skip
 
 
 class KernelGather:
@@ -422,6 +430,13 @@ class KernelGather:
             weights.float().contiguous(), rows.contiguous(), table.float().contiguous()
         )
         return features
+
+    def scatter_add(
+        self, weights: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, into: torch.Tensor
+    ) -> None:
+        if into.dtype != torch.float32 or not into.is_contiguous():
+            raise ValueError("the gradient kernel adds into a contiguous float32 table")
+        scatter_corner_gradients(weights.float().contiguous(), rows.contiguous(), grad, into)
 
 
 KERNEL_GATHER = KernelGather()
