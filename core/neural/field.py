@@ -289,12 +289,28 @@ class RadianceField(nn.Module):
         at once (the VQ-AD softmax runs once per touched row); interpolation and the decoder
         MLP then run in chunks of ``DECODE_CHUNK_ROWS`` points in one autograd function
         (:class:`~.shading.ShadeSamples`), whose backward skips the samples of density 0."""
-        levels, level_tables, inside = self._lookups(points, lod, gather, tables)
-        inputs = ShadingInputs(
-            levels, encode_view_directions(directions), inside, gather, DECODE_CHUNK_ROWS
-        )
-        density, rgb = ShadeSamples.apply(inputs, *self._mlp_parameters(), *level_tables)
-        return density, rgb
+        return self.forward_lods(points, directions, [lod], gather, tables)[0]
+
+    def forward_lods(
+        self,
+        points: torch.Tensor,
+        directions: torch.Tensor,
+        lods: list[int],
+        gather: FeatureGather = TORCH_GATHER,
+        tables: Sequence[torch.Tensor] | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` at several levels of detail of the same points (the occupancy
+        probes): cells, corners and store rows of each level are found once for all."""
+        levels, level_tables, inside = self._lookups(points, max(lods), gather, tables)
+        encoded = encode_view_directions(directions)
+        return [
+            ShadeSamples.apply(
+                ShadingInputs(levels[: lod + 1], encoded, inside, gather, DECODE_CHUNK_ROWS),
+                *self._mlp_parameters(),
+                *level_tables[: lod + 1],
+            )
+            for lod in lods
+        ]
 
     @torch.no_grad()
     def check_occupancy(self, generator: torch.Generator) -> None:
@@ -304,7 +320,9 @@ class RadianceField(nn.Module):
         cell_size = 2.0 / (1 << self.config.min_level) / self.scale
         longest_step = math.sqrt(3.0) * cell_size / SAMPLES_PER_VOXEL
         self.accel.occupancy.check(
-            lambda points, directions, lod: self(points, directions, lod)[0],
+            lambda points, directions, lods: [
+                density for density, _ in self.forward_lods(points, directions, lods)
+            ],
             longest_step,
             generator,
         )

@@ -45,7 +45,8 @@ EMPTY_CHECKS = 3  # consecutive empty probes before a sub-cell is culled
 PROBE_CELLS_PER_LOD = 1 << 17  # bounds the sub-cells (and probes per check) of one level
 PROBE_CHUNK = 1 << 15
 
-DensityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+# densities(points, directions, lods) -> one density [N] per level of detail in lods
+DensityFn = Callable[[torch.Tensor, torch.Tensor, list[int]], list[torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -207,10 +208,13 @@ class OccupancyGrids(nn.Module):
 
     @torch.no_grad()
     def check(self, density: DensityFn, longest_step: float, generator: torch.Generator) -> None:
-        """Probe every sub-cell of every level once (``density(points, directions, lod)``
-        evaluates the field) and update what is culled."""
-        for lod in range(len(self.levels)):
-            grid = self.grid(lod)
+        """Probe every sub-cell of every level once (``density(points, directions, lods)``
+        evaluates the field) and update what is culled. Levels of detail whose grids share an
+        occupancy level share their probes (points and directions), so the field finds the
+        probes' cells and corners once for all of them."""
+        for level in sorted({grid.level for grid in self._grids()}):
+            lods = [lod for lod, grid in enumerate(self._grids()) if grid.level == level]
+            grid = self.grid(lods[0])
             device = grid.occupied.device
             entries = torch.arange(grid.occupied.numel(), device=device)
             coords = self._coords(grid, entries)
@@ -219,18 +223,22 @@ class OccupancyGrids(nn.Module):
             directions = torch.nn.functional.normalize(
                 torch.randn(entries.numel(), 3, generator=generator).to(device), dim=1
             )
-            probed = torch.cat(
-                [
-                    density(points[a : a + PROBE_CHUNK], directions[a : a + PROBE_CHUNK], lod)
-                    for a in range(0, entries.numel(), PROBE_CHUNK)
-                ]
-            )
-            empty = probed * longest_step < OCCUPANCY_OPACITY
-            grid.empty_count.copy_(
-                torch.where(empty, (grid.empty_count + 1).clamp(max=EMPTY_CHECKS), 0)
-            )
-            self._update_occupied(grid, coords)
+            chunks = [
+                density(points[a : a + PROBE_CHUNK], directions[a : a + PROBE_CHUNK], lods)
+                for a in range(0, entries.numel(), PROBE_CHUNK)
+            ]
+            for position, lod in enumerate(lods):
+                probed = torch.cat([chunk[position] for chunk in chunks])
+                empty = probed * longest_step < OCCUPANCY_OPACITY
+                lod_grid = self.grid(lod)
+                lod_grid.empty_count.copy_(
+                    torch.where(empty, (lod_grid.empty_count + 1).clamp(max=EMPTY_CHECKS), 0)
+                )
+                self._update_occupied(lod_grid, coords)
         self.checks += 1
+
+    def _grids(self) -> list[LevelOccupancy]:
+        return [self.grid(lod) for lod in range(len(self.levels))]
 
     def _coords(self, grid: LevelOccupancy, entries: torch.Tensor) -> torch.Tensor:
         """Integer coordinates [C, 3] at the grid's level of grid entries."""
