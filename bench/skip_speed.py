@@ -15,11 +15,13 @@ skipped run trains), and held-out PSNR per level after the same number of steps.
 ``--against REV`` adds a third run: the trainer of ``core`` as it was at git revision REV
 (checked out into a temporary worktree, removed at the end), imported in this process under
 another name, on the same data, seed, rays and step order, its steps interleaved with the
-others'. REV must predate issue 12's package layout (``core/trainer.py``, ``core/field.py``, ...
-at the package's top, no skipping), e.g. ``b427a6f``. ``--against-path DIR`` takes such a
-checkout that already exists. The older run gets the same timing lines, its step-time ratios to
-both current runs, and held-out PSNR from its own evaluation of the test split it loads itself;
-a line first says whether it starts from the same training rays, targets and initial weights.
+others'. REV may predate issue 12's package layout (``core/trainer.py``, ``core/field.py``, ...
+at the package's top, no skipping), e.g. ``b427a6f``, or have the current one (then it trains
+with its own defaults, skipping included: the code before a change, on the same footing).
+``--against-path DIR`` takes such a checkout that already exists. The older run gets the same
+timing lines, its step-time ratios to both current runs, and held-out PSNR from its own
+evaluation of the test split it loads itself; a line first says whether it starts from the same
+training rays, targets and initial weights.
 Prints figures only; nothing is asserted.
 """
 
@@ -51,7 +53,6 @@ from core.neural.trainer import ORDER_STREAM, Trainer, TrainOptions, derived_see
 from core.progress import ProgressReporter
 
 OLD_PACKAGE = "core_against"  # the name the older ``core`` is imported under
-OLD_LABEL = "before issue 12"
 
 
 @dataclass(frozen=True)
@@ -126,19 +127,33 @@ def load_package(name: str, root: Path) -> None:
     spec.loader.exec_module(module)
 
 
-def old_engine(root: Path) -> Engine:
-    """The training API of the checkout ``root``, whose modules lie at the package's top (the
-    layout before issue 12)."""
+def old_engine(root: Path) -> tuple[Engine, str]:
+    """The training API of the checkout ``root`` and what it stands for: modules at the
+    package's top (the layout before issue 12, no skipping) or in ``data``/``neural`` (the
+    current layout, trained with its defaults)."""
     load_package(OLD_PACKAGE, root)
-    trainer = importlib.import_module(f"{OLD_PACKAGE}.trainer")
-    return Engine(
-        importlib.import_module(f"{OLD_PACKAGE}.field").FieldConfig,
-        trainer.TrainOptions,
-        trainer.prepare_run,
-        importlib.import_module(f"{OLD_PACKAGE}.progress").ProgressReporter,
-        importlib.import_module(f"{OLD_PACKAGE}.dataset").load_split,
-        importlib.import_module(f"{OLD_PACKAGE}.evaluate").evaluate_levels,
+    current_layout = (root / "core" / "neural" / "trainer.py").is_file()
+    names = {"trainer": "trainer", "field": "field", "dataset": "dataset", "evaluate": "evaluate"}
+    if current_layout:
+        names = {
+            "trainer": "neural.trainer",
+            "field": "neural.field",
+            "dataset": "data.dataset",
+            "evaluate": "neural.evaluate",
+        }
+
+    def module(key: str) -> Any:
+        return importlib.import_module(f"{OLD_PACKAGE}.{names.get(key, key)}")
+
+    engine = Engine(
+        module("field").FieldConfig,
+        module("trainer").TrainOptions,
+        module("trainer").prepare_run,
+        module("progress").ProgressReporter,
+        module("dataset").load_split,
+        module("evaluate").evaluate_levels,
     )
+    return engine, "its default training" if current_layout else "before issue 12"
 
 
 @contextmanager
@@ -269,10 +284,11 @@ def ratio_line(times: dict[str, list[float]], slow: str, fast: str, late: slice)
 
 
 def print_timings(
-    times: dict[str, list[float]], shaded: dict[str, list[int]], old: str | None
+    times: dict[str, list[float]], shaded: dict[str, list[int]], old: str | None, old_label: str
 ) -> None:
-    """Each run's step times and samples shaded, and the ratios between runs; the figures after
-    skipping starts only where the run gets that far."""
+    """Each run's step times and samples shaded, and the ratios between runs (``old``, the
+    older code's run, described by ``old_label``); the figures after skipping starts only
+    where the run gets that far."""
     for name, step_times in times.items():
         print(
             f"{name:<10} total {sum(step_times):7.1f} s, median step "
@@ -297,7 +313,7 @@ def print_timings(
     print(ratio_line(times, "unskipped", "skipped", late))
     if old is not None:
         for current in ("skipped", "unskipped"):
-            print(f"vs {old} ({OLD_LABEL}): " + ratio_line(times, old, current, late))
+            print(f"vs {old} ({old_label}): " + ratio_line(times, old, current, late))
 
 
 def print_kept(unskipped: Trainer, skipped: Trainer, args: argparse.Namespace) -> None:
@@ -323,9 +339,10 @@ def main() -> None:
         engines: dict[str, Engine] = {}
         runs: dict[str, SteppedTrainer] = {}
         old: str | None = None
+        old_label = ""
         if root is not None:
             old = revision_label(root)
-            engines[old] = old_engine(root)
+            engines[old], old_label = old_engine(root)
             runs[old] = make_trainer(data, args, engines[old])
         unskipped = make_trainer(data, args, CURRENT, skip_empty=False)
         skipped = make_trainer(data, args, CURRENT, skip_empty=True)
@@ -339,7 +356,7 @@ def main() -> None:
             f"levels {args.min_level}..{args.max_level}, {len(times['unskipped'])} steps of "
             f"{args.batch_rays} rays, {torch.get_num_threads()} thread(s)"
         )
-        print_timings(times, shaded, old)
+        print_timings(times, shaded, old, old_label)
         print_kept(unskipped, skipped, args)
         for name, trainer in runs.items():
             test = engines[name].load_split(data, "test")

@@ -152,3 +152,28 @@ def test_scatter_add_is_the_transpose_of_interpolate() -> None:
     TORCH_GATHER.scatter_add(weights, rows, grad, table_grad)
     forward = (TORCH_GATHER.interpolate(weights, rows, table) * grad).sum()
     torch.testing.assert_close(forward, (table * table_grad).sum())
+
+
+def test_training_tables_shared_by_several_calls_give_the_same_gradients() -> None:
+    """A render that shades in rounds decodes the small levels once (``training_tables``);
+    levels above the bound stay per call. Either way the gradients are the same."""
+    field = random_field("codebook")
+    points, directions = random_samples(600)
+    half_empty(field, points, directions)
+    lod = field.config.num_lods - 1
+    bound = field.accel.level_index(1).num_corners  # levels 0 and 1 shared, 2 and 3 per call
+    tables = field.training_tables(lod, bound)
+    assert [table is None for table in tables] == [False, False, True, True]
+    rounds = [slice(0, 250), slice(250, None)]
+
+    def loss(shared: list[torch.Tensor | None] | None) -> torch.Tensor:
+        return sum(  # type: ignore[return-value]
+            compositing_loss(*field(points[rows], directions[rows], lod, tables=shared))
+            for rows in rounds
+        )
+
+    got = gradients(field, loss(tables))
+    want = gradients(field, loss(None))
+    for name, expected in want.items():
+        assert float(expected.abs().max()) > 0, name
+        torch.testing.assert_close(got[name], expected, rtol=1e-10, atol=1e-12)

@@ -206,7 +206,7 @@ class RadianceField(nn.Module):
         points: torch.Tensor,
         lod: int,
         gather: FeatureGather = TORCH_GATHER,
-        tables: Sequence[torch.Tensor] | None = None,
+        tables: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed features [N, k] of levels ``0..lod`` (indices into the feature levels), and
         whether each point lies in an allocated cell of the coarsest level (elsewhere the field
@@ -220,7 +220,7 @@ class RadianceField(nn.Module):
         points: torch.Tensor,
         lod: int,
         gather: FeatureGather,
-        tables: Sequence[torch.Tensor] | None,
+        tables: Sequence[torch.Tensor | None] | None,
     ) -> tuple[list[LevelLookup], list[torch.Tensor], torch.Tensor]:
         """Per level the corners and weights of every point and the table its rows index, and
         ``inside``.
@@ -231,8 +231,9 @@ class RadianceField(nn.Module):
         sync per call, not one per level). A smaller level (every level of a 4096-ray batch
         up to level 6) is asked for all its corners: it saves the marking, which cost more
         than the softmax of the few corners not touched, and the gradients are the same
-        (exactly 0 for those). Given ``tables`` (:meth:`corner_tables`), a level's rows are
-        its corner ids. Points in unallocated cells get zero weights, hence zero features."""
+        (exactly 0 for those). Where ``tables`` (:meth:`corner_tables`,
+        :meth:`training_tables`) has a level's table, that level's rows are its corner ids.
+        Points in unallocated cells get zero weights, hence zero features."""
         if not 0 <= lod < self.config.num_lods:
             raise ValueError(f"lod must be in 0..{self.config.num_lods - 1}, got {lod}")
         lookups: list[LevelLookup] = []
@@ -243,9 +244,10 @@ class RadianceField(nn.Module):
             cell, corner_ids, weights = gather.corners(index, points)
             if inside is None:
                 inside = cell >= 0
-            if tables is not None:
+            table = None if tables is None else tables[depth]
+            if table is not None:
                 lookups.append(LevelLookup(weights, corner_ids))
-                level_tables.append(tables[depth])
+                level_tables.append(table)
             elif corner_ids.numel() >= index.num_corners:
                 lookups.append(LevelLookup(weights, corner_ids))
                 level_tables.append(store(torch.arange(index.num_corners, device=cell.device)))
@@ -272,13 +274,26 @@ class RadianceField(nn.Module):
             for index, store in self.levels()[: lod + 1]
         ]
 
+    def training_tables(self, lod: int, corner_ids_bound: int) -> list[torch.Tensor | None]:
+        """The stores' tables of levels ``0..lod`` for a render that shades its samples in
+        several calls (the rounds of early ray termination), differentiable: each level with
+        at most ``corner_ids_bound`` corners (the corner ids its samples can have) is asked
+        for all its corners once, instead of once per call, and its gradient flows back
+        through the store once; a larger level is None (its touched rows, per call)."""
+        return [
+            store(torch.arange(index.num_corners, device=index.cell_corners.device))
+            if index.num_corners <= corner_ids_bound
+            else None
+            for index, store in self.levels()[: lod + 1]
+        ]
+
     def forward(
         self,
         points: torch.Tensor,
         directions: torch.Tensor,
         lod: int,
         gather: FeatureGather = TORCH_GATHER,
-        tables: Sequence[torch.Tensor] | None = None,
+        tables: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density [N] (ReLU) and RGB [N, 3] (sigmoid) at normalised points, unit directions.
         ``gather`` does the lookups (a backend's kernels or torch's); ``tables``
@@ -297,7 +312,7 @@ class RadianceField(nn.Module):
         directions: torch.Tensor,
         lods: list[int],
         gather: FeatureGather = TORCH_GATHER,
-        tables: Sequence[torch.Tensor] | None = None,
+        tables: Sequence[torch.Tensor | None] | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """:meth:`forward` at several levels of detail of the same points (the occupancy
         probes): cells, corners and store rows of each level are found once for all."""

@@ -65,8 +65,10 @@ def shade(
     rays: RayBatch,
     lod: int,
     gather: FeatureGather = TORCH_GATHER,
+    tables: list[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return field(samples.points, rays.view_directions[samples.ray_index], lod, gather)
+    view_directions = rays.view_directions[samples.ray_index]
+    return field(samples.points, view_directions, lod, gather, tables)
 
 
 def render_rays(
@@ -172,7 +174,9 @@ def render_rays_terminated(
     backpropagated. What they would add to a pixel (colour, alpha) is at most that
     transmittance, and so is the change of any gradient; the samples kept are the paper's
     (16 jittered per cell). A no-grad pre-pass to find the stopping points would cost a
-    forward of every sample, 40 % of an unculled step."""
+    forward of every sample, 40 % of an unculled step. The stores of levels no larger than
+    the batch's corner ids are decoded once for all rounds
+    (:meth:`~core.neural.field.RadianceField.training_tables`)."""
     backend = backend or torch_backend()
     num_rays, device = len(rays), rays.origins.device
     accel = field.accel
@@ -183,13 +187,14 @@ def render_rays_terminated(
     rounds = hit_rounds(  # live() reads the transmittance of the latest round (late binding)
         hits, num_rays, lambda: transmittance.detach() > termination_threshold, first_round_voxels
     )
+    tables = field.training_tables(lod, hits.ray_index.numel() * SAMPLES_PER_VOXEL * 8)
     for round_hits, _ in rounds:
         samples = accel.sample_occupied(
             round_hits, rays.origins, rays.directions, lod, generator, backend.sample
         )
         if samples.t.numel() == 0:
             continue
-        density, rgb = shade(field, samples, rays, lod, backend.gather)
+        density, rgb = shade(field, samples, rays, lod, backend.gather, tables)
         round_colour, round_alpha = backend.composite(density, rgb, samples, num_rays)
         colour = colour + transmittance[:, None] * round_colour
         alpha = alpha + transmittance * round_alpha
