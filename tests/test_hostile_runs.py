@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,13 @@ def test_sigterm_at_any_moment_cancels_cleanly(synthetic_dataset: Path, tmp_path
         trigger: start_training(synthetic_dataset, tmp_path / f"run{index}", *ONE_EPOCH)
         for index, trigger in enumerate(triggers)
     }
-    for index, (trigger, process) in enumerate(runs.items()):
-        events = stopped_at(process, trigger)
+    # every run is watched at once: a run read only after the ones before it would be past its
+    # trigger (or done) by then, and the signal would land late or not at all
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        events_per_run = list(pool.map(stopped_at, runs.values(), runs.keys()))
+    for index, ((trigger, process), events) in enumerate(
+        zip(runs.items(), events_per_run, strict=True)
+    ):
         _, stderr = process.communicate(timeout=300)
         if trigger == "eval" and events[-1]["event"] == "done":
             # scoring a tiny run can end before the signal lands: then the run is simply done
