@@ -76,18 +76,33 @@ class ShadeSamples(torch.autograd.Function):
         density = hidden_weight.new_empty(count)
         rgb = hidden_weight.new_empty(count, 3)
         kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # one set of chunk-sized buffers for all chunks: what the backward needs is gathered
+        # out of them, and fresh [8k, 128] blocks each chunk cost page faults
+        chunk = min(inputs.chunk_rows, count)
+        input_buffer = hidden_weight.new_empty(chunk, hidden_weight.shape[1])
+        hidden_buffer = hidden_weight.new_empty(chunk, hidden_weight.shape[0])
         for start in range(0, count, inputs.chunk_rows):
             rows = slice(start, start + inputs.chunk_rows)
+            size = min(inputs.chunk_rows, count - start)
             features = summed_features(inputs.levels, tables, inputs.gather, rows)
-            mlp_input = torch.cat([features, inputs.encoded_directions[rows]], dim=1)
-            hidden = torch.addmm(hidden_bias, mlp_input, hidden_weight.t()).relu_()
-            output = torch.addmm(output_bias, hidden, output_weight.t())
+            mlp_input = torch.cat(
+                [features, inputs.encoded_directions[rows]], dim=1, out=input_buffer[:size]
+            )
+            hidden = linear(mlp_input, hidden_weight, hidden_bias, hidden_buffer[:size]).relu_()
+            output = linear(hidden, output_weight, output_bias)
             alive = (output[:, 0] > 0) & inputs.inside[rows]
             density[rows] = torch.where(alive, output[:, 0], 0.0)
             rgb[rows] = torch.sigmoid(output[:, 1:4])
             active = torch.nonzero(alive).squeeze(1) if any(ctx.needs_input_grad) else None
             if active is not None and active.numel():
-                kept.append((active + start, mlp_input[active], hidden[active], rgb[rows][active]))
+                kept.append(
+                    (
+                        active + start,
+                        mlp_input.index_select(0, active),
+                        hidden.index_select(0, active),
+                        rgb[rows].index_select(0, active),
+                    )
+                )
         ctx.inputs = inputs
         ctx.table_shapes = [table.shape for table in tables]
         ctx.kept = kept
@@ -108,24 +123,34 @@ class ShadeSamples(torch.autograd.Function):
         grad_tables = [grad_density.new_zeros(shape) for shape in ctx.table_shapes]
         feature_dim = int(ctx.table_shapes[0][1])
         for active, mlp_input, hidden, rgb in ctx.kept:
-            grad_output = torch.cat(
-                [grad_density[active, None], grad_rgb[active] * rgb * (1.0 - rgb)], dim=1
-            )
+            grad_colour = grad_rgb.index_select(0, active) * rgb * (1.0 - rgb)
+            grad_output = torch.cat([grad_density.index_select(0, active)[:, None], grad_colour], 1)
             grad_output_weight.addmm_(grad_output.t(), hidden)
             grad_output_bias += grad_output.sum(dim=0)
-            grad_hidden = (grad_output @ output_weight).mul_(hidden > 0)
+            grad_hidden = torch.ops.aten.threshold_backward(grad_output @ output_weight, hidden, 0)
             grad_hidden_weight.addmm_(grad_hidden.t(), mlp_input)
             grad_hidden_bias += grad_hidden.sum(dim=0)
             grad_features = grad_hidden @ hidden_weight[:, :feature_dim]
             for grad_table, level in zip(grad_tables, inputs.levels, strict=True):
-                inputs.gather.scatter_add(
-                    level.weights[active], level.rows[active], grad_features, grad_table
+                weights, rows = (
+                    level.weights.index_select(0, active),
+                    level.rows.index_select(0, active),
                 )
+                inputs.gather.scatter_add(weights, rows, grad_features, grad_table)
         ctx.kept = None
         needs = ctx.needs_input_grad
         grads = [grad_hidden_weight, grad_hidden_bias, grad_output_weight, grad_output_bias]
         grads += grad_tables
         return (None, *(g if need else None for g, need in zip(grads, needs[1:], strict=True)))
+
+
+def linear(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``inputs @ weight.T + bias`` (into ``out`` when given). ``addmm`` first copies the
+    broadcast bias into every output row, which took longer than the product itself on [8k, 43]
+    x [43, 128] (one CPU thread: 1.4 ms against 0.7 for ``mm`` then ``add_``)."""
+    return torch.mm(inputs, weight.t(), out=out).add_(bias)
 
 
 def summed_features(
