@@ -28,6 +28,7 @@ def test_gradients_match_the_reference_formulation() -> None:
         logits = torch.randn(40, entries, dtype=torch.float64, requires_grad=True)
         codebook = torch.randn(entries, 6, dtype=torch.float64, requires_grad=True)
         upstream = torch.randn(40, 6, dtype=torch.float64)
+        upstream[::3] = 0.0  # rows no sample reached: the backward skips them
         ours = torch.autograd.grad(
             (StraightThroughCodebook.apply(logits, codebook) * upstream).sum(), (logits, codebook)
         )
@@ -36,6 +37,21 @@ def test_gradients_match_the_reference_formulation() -> None:
         )
         for got, want in zip(ours, reference, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_table_no_sample_reached_gets_zero_gradients() -> None:
+    logits = torch.randn(30, 8, requires_grad=True)
+    codebook = torch.randn(8, 4, requires_grad=True)
+    StraightThroughCodebook.apply(logits, codebook).mul(0.0).sum().backward()
+    assert logits.grad is not None and codebook.grad is not None
+    assert not logits.grad.any() and not codebook.grad.any()
+
+
+def test_ties_pick_the_first_largest_logit_as_argmax_does() -> None:
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randint(0, 3, (500, 16), generator=generator).float()  # many ties
+    features = StraightThroughCodebook.apply(logits, torch.eye(16))
+    assert torch.equal(features.argmax(-1), logits.argmax(-1))
 
 
 def test_gradient_reaches_logits_and_codebook_of_touched_rows_only() -> None:
