@@ -1,10 +1,11 @@
 """Training with and without empty-space skipping, side by side in one process.
 
     python -m bench.skip_speed [--data DATASET] [--epochs 10] [--min-level 3 --max-level 6]
-        [--threads 1] [--against REV | --against-path DIR]
+        [--threads 1] [--seed 0] [--against REV | --against-path DIR]
 
 Both trainers start from the same seed (same octree, same initial weights) and take the same
-rays in the same order; their steps alternate, so load from other processes hits both alike.
+rays in the same order (``--seed`` picks another start and order, so a PSNR gap can be told
+from run-to-run noise); their steps alternate, so load from other processes hits both alike.
 Prints both runs' step times and the ratio (median over the steps after the first occupancy
 checks, and over the whole run), the samples each run shades per step (over the run, and after
 those checks; a run too short to reach them, such as one epoch (40 steps) of the default scene,
@@ -106,7 +107,9 @@ def make_trainer(data: Path, args: argparse.Namespace, engine: Engine, **skip: o
     """A fresh run of ``engine``'s trainer with the bench's settings (an older trainer takes no
     ``skip`` options)."""
     config = engine.field_config(args.min_level, args.max_level, 16, "codebook", 4)
-    options = engine.train_options(epochs=args.epochs, batch_rays=args.batch_rays, seed=0, **skip)
+    options = engine.train_options(
+        epochs=args.epochs, batch_rays=args.batch_rays, seed=args.seed, **skip
+    )
     out_dir = Path(tempfile.mkdtemp(prefix="vbnf_skip_"))
     reporter = engine.reporter(1, interval_s=1e9)
     return engine.prepare_run(data, out_dir, config, options, False, reporter)
@@ -241,6 +244,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-level", type=int, default=3)
     parser.add_argument("--max-level", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
     older = parser.add_mutually_exclusive_group()
     older.add_argument("--against", metavar="REV", help="also train core as of git revision REV")
     older.add_argument(
@@ -259,7 +263,7 @@ def interleave(
     counters = {name: ShadedSamples(trainer.field) for name, trainer in runs.items()}
     started = time.perf_counter()
     for epoch in range(args.epochs):
-        seed = derived_seed(0, ORDER_STREAM, epoch)
+        seed = derived_seed(args.seed, ORDER_STREAM, epoch)
         order = torch.randperm(len(reference.rays), generator=torch.Generator().manual_seed(seed))
         for index in range(reference.steps_per_epoch):
             ids = order[index * args.batch_rays : (index + 1) * args.batch_rays]
@@ -354,7 +358,7 @@ def main() -> None:
         times, shaded = interleave(runs, unskipped, args)
         print(
             f"levels {args.min_level}..{args.max_level}, {len(times['unskipped'])} steps of "
-            f"{args.batch_rays} rays, {torch.get_num_threads()} thread(s)"
+            f"{args.batch_rays} rays, {torch.get_num_threads()} thread(s), seed {args.seed}"
         )
         print_timings(times, shaded, old, old_label)
         print_kept(unskipped, skipped, args)
