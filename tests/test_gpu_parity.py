@@ -600,7 +600,8 @@ def test_cupy_training_step_waits_for_the_gpu_a_fixed_number_of_times(
     """The host syncs of a cupy training step, counted by torch's sync debug mode: the number
     of hits (it sizes the hit list), the numbers of corners each level touches (they size the
     rows asked of each store; read for all levels at once) and the loss the step reports; with
-    culling, also the number of kept samples (it sizes the sample list)."""
+    culling, also the number of kept samples (it sizes the sample list). Besides, the shading
+    function finds the samples of positive density once per chunk of samples (``nonzero``)."""
     if device.type != "cuda":
         pytest.skip("host syncs exist on CUDA only")
     field = make_field(device, octree, "codebook", density_bias, culled).train()
@@ -621,7 +622,8 @@ def test_cupy_training_step_waits_for_the_gpu_a_fixed_number_of_times(
     sites = [
         f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
     ]
-    assert len(sites) == syncs, sites
+    per_chunk = [site for site in sites if site.startswith("shading.py:")]
+    assert per_chunk and len(sites) - len(per_chunk) == syncs, sites
 
 
 LARGE_RAYS = 1 << 20

@@ -37,19 +37,30 @@ class StraightThroughCodebook(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, codebook, indices = ctx.saved_tensors
-        # != 0 keeps a NaN row, so a diverging run still shows in its logits
-        reached = torch.nonzero(grad_features.abs().sum(dim=1) != 0).squeeze(1)
-        grad_rows = grad_features.index_select(0, reached)
-        probabilities = torch.softmax(logits.index_select(0, reached), dim=-1)
-        entry_grad = grad_rows @ codebook.t()  # g_j = <dL/df, D[j]>, [rows, 2^b]
+        all_logits, codebook, indices = ctx.saved_tensors
+        reached = rows_with_gradient(grad_features)
+        logits = all_logits
+        if reached is not None:
+            grad_features = grad_features.index_select(0, reached)
+            logits = all_logits.index_select(0, reached)
+            indices = indices.index_select(0, reached)
+        probabilities = torch.softmax(logits, dim=-1)
+        entry_grad = grad_features @ codebook.t()  # g_j = <dL/df, D[j]>, [rows, 2^b]
         mean_grad = (probabilities * entry_grad).sum(dim=-1, keepdim=True)
-        grad_logits_rows = entry_grad.sub_(mean_grad).mul_(probabilities)
-        grad_logits = torch.zeros_like(logits).index_copy_(0, reached, grad_logits_rows)
-        grad_codebook = torch.zeros_like(codebook).index_add_(
-            0, indices.index_select(0, reached), grad_rows
-        )
+        grad_logits = entry_grad.sub_(mean_grad).mul_(probabilities)
+        grad_codebook = torch.zeros_like(codebook).index_add_(0, indices, grad_features)
+        if reached is not None:
+            grad_logits = torch.zeros_like(all_logits).index_copy_(0, reached, grad_logits)
         return grad_logits, grad_codebook
+
+
+def rows_with_gradient(grad_features: torch.Tensor) -> torch.Tensor | None:
+    """The rows of nonzero gradient (``!= 0`` keeps a NaN row, so a diverging run still shows
+    in its logits); None, for every row, on a GPU, where finding them would cost a host sync
+    and the dense product is cheap."""
+    if grad_features.is_cuda:
+        return None
+    return torch.nonzero(grad_features.abs().sum(dim=1) != 0).squeeze(1)
 
 
 def codebook_indices(logits: torch.Tensor) -> torch.Tensor:
