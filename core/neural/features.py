@@ -8,10 +8,10 @@ VQ-AD's straight-through softmax is a custom autograd function instead of the re
 implementation's ``(one_hot - softmax.detach() + softmax) @ codebook``, which materialises an
 ``[N, 8, 2^b, k]`` temporary. The forward value of that expression is exactly the argmax row of
 the codebook, and its backward needs only ``g_j = <dL/dfeature, D[j]>`` for every entry ``j``
-followed by the softmax Jacobian, so memory stays O(corners x 2^b). The backward runs on the
-rows whose feature gradient is nonzero only: a training render that decodes a whole level once
-for all its rounds (``RadianceField.training_tables``) reaches a fraction of its corners, and
-for every other row that Jacobian product is exactly 0.
+followed by the softmax Jacobian, so memory stays O(corners x 2^b). On the CPU the backward
+runs only on the rows whose feature gradient is nonzero: a training render that decodes a whole
+level once for all its rounds (``RadianceField.training_tables``) reaches a fraction of its
+corners, and for every other row that Jacobian product is exactly 0.
 """
 
 from __future__ import annotations
